@@ -1,0 +1,90 @@
+//! The emulator's clock: wall time plus an offset that tests move forward with
+//! `POST /_emulator/clock`, so token expiry, rate limits, operating buckets and the 30-day
+//! expiry job can be exercised without waiting.
+
+use chrono::{DateTime, FixedOffset, TimeZone};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The portal's time zone offset in seconds (+03:00): clients must honour the offset in
+/// `TIMESTAMP_X` rather than assume UTC.
+pub const PORTAL_UTC_OFFSET_S: i32 = 3 * 3600;
+
+#[derive(Debug, Default)]
+pub struct Clock {
+    offset_ms: AtomicI64,
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch, as the emulator sees them.
+    pub fn now_ms(&self) -> i64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        wall + self.offset_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+}
+
+fn zone() -> FixedOffset {
+    FixedOffset::east_opt(PORTAL_UTC_OFFSET_S).expect("constant offset is valid")
+}
+
+/// `2024-07-18T12:32:31+03:00` for a Unix time in seconds.
+pub fn iso(unix_s: i64) -> String {
+    match zone().timestamp_opt(unix_s, 0).single() {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%:z").to_string(),
+        None => String::new(),
+    }
+}
+
+/// Reads an ISO 8601 date-time (with offset, or without one: then portal time) into Unix seconds.
+/// Plain integers are accepted as Unix seconds.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let t = text.trim();
+    if let Ok(dt) = DateTime::parse_from_rfc3339(t) {
+        return Some(dt.timestamp());
+    }
+    if let Ok(dt) = DateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%z") {
+        return Some(dt.timestamp());
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+        if let Ok(naive) = chrono::NaiveDateTime::parse_from_str(t, fmt) {
+            return zone()
+                .from_local_datetime(&naive)
+                .single()
+                .map(|d| d.timestamp());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        let naive = d.and_hms_opt(0, 0, 0)?;
+        return zone()
+            .from_local_datetime(&naive)
+            .single()
+            .map(|d| d.timestamp());
+    }
+    t.parse::<i64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_round_trip() {
+        let s = iso(1_721_298_751);
+        assert_eq!(s, "2024-07-18T13:32:31+03:00");
+        assert_eq!(parse_time(&s), Some(1_721_298_751));
+        assert_eq!(parse_time("2024-07-18T12:32:31+02:00"), Some(1_721_298_751));
+        assert_eq!(parse_time("2024-07-18T10:32:31Z"), Some(1_721_298_751));
+        assert_eq!(parse_time("nonsense"), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! Injected failures: what a real portal, its proxy and the network do to a client on a bad day.
+//! A rule matches a REST method (or every method), fires with a probability, a limited number
+//! of times, before the method runs or after it (the method's effect stays, its answer is lost).
+
+use crate::error::ApiError;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Http500,
+    Html502,
+    Drop,
+    Delay(u64),
+    QueryLimit,
+    ExpiredToken,
+    MalformedJson,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Before,
+    After,
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    method: Option<String>,
+    kind: Kind,
+    times: Option<u64>,
+    probability: f64,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+pub struct Faults {
+    rules: Vec<Rule>,
+    rng: StdRng,
+}
+
+impl Default for Faults {
+    fn default() -> Faults {
+        Faults {
+            rules: Vec::new(),
+            rng: StdRng::from_entropy(),
+        }
+    }
+}
+
+fn bad(why: &str) -> ApiError {
+    ApiError::new(400, "BAD_FAULT_RULE", why)
+}
+
+fn parse_kind(rule: &Value) -> Result<Kind, ApiError> {
+    let delay = |v: Option<&Value>| {
+        v.and_then(Value::as_u64)
+            .ok_or_else(|| bad("delay_ms needs a number of milliseconds"))
+    };
+    match rule.get("kind") {
+        Some(Value::Object(o)) if o.contains_key("delay_ms") => {
+            Ok(Kind::Delay(delay(o.get("delay_ms"))?))
+        }
+        Some(Value::String(k)) => Ok(match k.as_str() {
+            "http_500" => Kind::Http500,
+            "html_502" => Kind::Html502,
+            "drop" => Kind::Drop,
+            "delay_ms" => Kind::Delay(delay(rule.get("delay_ms").or_else(|| rule.get("ms")))?),
+            "query_limit" => Kind::QueryLimit,
+            "expired_token" => Kind::ExpiredToken,
+            "malformed_json" => Kind::MalformedJson,
+            other => return Err(bad(&format!("unknown fault kind '{other}'"))),
+        }),
+        _ => Err(bad("each rule needs a kind")),
+    }
+}
+
+impl Kind {
+    fn name(self) -> Value {
+        match self {
+            Kind::Http500 => json!("http_500"),
+            Kind::Html502 => json!("html_502"),
+            Kind::Drop => json!("drop"),
+            Kind::Delay(ms) => json!({ "delay_ms": ms }),
+            Kind::QueryLimit => json!("query_limit"),
+            Kind::ExpiredToken => json!("expired_token"),
+            Kind::MalformedJson => json!("malformed_json"),
+        }
+    }
+}
+
+impl Faults {
+    /// Replaces the rules with `{rules: [...], seed?}`.
+    pub fn set(&mut self, body: &Value) -> Result<(), ApiError> {
+        let rules = body
+            .get("rules")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad("body must be {rules: [...]}"))?;
+        let mut parsed = Vec::with_capacity(rules.len());
+        for r in rules {
+            let phase = match r.get("phase").and_then(Value::as_str) {
+                None | Some("before") => Phase::Before,
+                Some("after") => Phase::After,
+                Some(other) => {
+                    return Err(bad(&format!(
+                        "phase must be before or after, not '{other}'"
+                    )))
+                }
+            };
+            let probability = match r.get("probability") {
+                None | Some(Value::Null) => 1.0,
+                Some(p) => p
+                    .as_f64()
+                    .filter(|p| (0.0..=1.0).contains(p))
+                    .ok_or_else(|| bad("probability must be within 0..1"))?,
+            };
+            let times = match r.get("times") {
+                None | Some(Value::Null) => None,
+                Some(t) => Some(
+                    t.as_u64()
+                        .ok_or_else(|| bad("times must be a non-negative integer"))?,
+                ),
+            };
+            let method = r
+                .get("method")
+                .and_then(Value::as_str)
+                .map(|m| m.to_ascii_lowercase())
+                .filter(|m| m != "*");
+            parsed.push(Rule {
+                method,
+                kind: parse_kind(r)?,
+                times,
+                probability,
+                phase,
+            });
+        }
+        if let Some(seed) = body.get("seed").and_then(Value::as_u64) {
+            self.rng = StdRng::seed_from_u64(seed);
+        }
+        self.rules = parsed;
+        Ok(())
+    }
+
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    /// The fault to apply to this call in this phase, if a rule fires.
+    pub fn pick(&mut self, method: &str, phase: Phase) -> Option<Kind> {
+        for rule in self.rules.iter_mut() {
+            if rule.phase != phase || rule.times == Some(0) {
+                continue;
+            }
+            if rule.method.as_deref().map(|m| m != method).unwrap_or(false) {
+                continue;
+            }
+            if rule.probability < 1.0 && !self.rng.gen_bool(rule.probability) {
+                continue;
+            }
+            if let Some(t) = rule.times.as_mut() {
+                *t -= 1;
+            }
+            return Some(rule.kind);
+        }
+        None
+    }
+
+    pub fn to_json(&self) -> Value {
+        Value::Array(
+            self.rules
+                .iter()
+                .map(|r| {
+                    json!({
+                        "method": r.method,
+                        "kind": r.kind.name(),
+                        "times": r.times,
+                        "probability": r.probability,
+                        "phase": if r.phase == Phase::After { "after" } else { "before" },
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_and_method_match() {
+        let mut f = Faults::default();
+        f.set(&json!({"rules": [{"method": "event.offline.get", "kind": "http_500", "times": 1}, {"kind": {"delay_ms": 5}, "phase": "after"}]}))
+            .unwrap();
+        assert_eq!(f.pick("event.offline.list", Phase::Before), None);
+        assert_eq!(
+            f.pick("event.offline.get", Phase::Before),
+            Some(Kind::Http500)
+        );
+        assert_eq!(f.pick("event.offline.get", Phase::Before), None);
+        assert_eq!(f.pick("anything", Phase::After), Some(Kind::Delay(5)));
+        assert!(f.set(&json!({"rules": [{"kind": "nope"}]})).is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! b24-emulator: a local Bitrix24 portal for everything offline events touch.
+//!
+//! It follows `QUEUE-SEMANTICS.md` rule by rule (merging, reservation, clear/error, expiry,
+//! limits, auth) so that an application, and this project's library, can be tested against the
+//! portal's real behaviour without a portal. The binary is the product; the library target
+//! exists so benchmarks and tests can reach the same code.
+
+pub mod batch;
+pub mod clock;
+pub mod control;
+pub mod crm;
+pub mod error;
+pub mod events;
+pub mod faults;
+pub mod filter;
+pub mod limits;
+pub mod notify;
+pub mod oauth;
+pub mod params;
+pub mod queue;
+pub mod rest;
+pub mod server;
+pub mod state;

@@ -1,0 +1,221 @@
+//! Request parameters the way PHP and Bitrix24 read them.
+//!
+//! The portal accepts the same call as a query string, a form-urlencoded body with PHP-style
+//! nested keys (`filter[>ID]=5&message_id[]=…`) or a JSON body, and reads top-level names
+//! case-insensitively. Everything is folded into one JSON object whose top-level keys are lower
+//! case, so the method code has a single shape to look at.
+
+use serde_json::{Map, Value};
+
+/// Parameters of one call: top-level names lower-cased, nested keys kept as sent.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Map<String, Value>);
+
+impl Params {
+    pub fn from_value(value: Value) -> Params {
+        let mut out = Map::new();
+        if let Value::Object(map) = value {
+            for (k, v) in map {
+                out.insert(k.to_ascii_lowercase(), v);
+            }
+        }
+        Params(out)
+    }
+
+    /// Merges `other` over `self` (later sources win, as `$_REQUEST` lets POST win over GET).
+    pub fn merge(&mut self, other: Params) {
+        for (k, v) in other.0 {
+            self.0.insert(k, v);
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(name).filter(|v| !v.is_null())
+    }
+
+    /// A parameter as text; numbers and booleans are rendered the way PHP would cast them.
+    pub fn str(&self, name: &str) -> Option<String> {
+        self.get(name).and_then(scalar_text)
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name)
+    }
+}
+
+/// Text of a scalar JSON value (`"5"`, `5`, `true` -> "5", "5", "1").
+pub fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(if *b { "1".into() } else { "".into() }),
+        _ => None,
+    }
+}
+
+/// An integer sent as a JSON number or as decimal text; anything else is `None`.
+pub fn strict_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        Value::String(s) => {
+            let t = s.trim();
+            if t.is_empty()
+                || !t
+                    .bytes()
+                    .enumerate()
+                    .all(|(i, b)| b.is_ascii_digit() || (i == 0 && b == b'-'))
+            {
+                return None;
+            }
+            t.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// PHP's truthiness for flags such as `clear`, `error`, `halt`.
+pub fn flag(v: Option<&Value>, default: bool) -> bool {
+    match v {
+        None | Some(Value::Null) => default,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64().map(|f| f != 0.0).unwrap_or(default),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            !(s.is_empty()
+                || s == "0"
+                || s.eq_ignore_ascii_case("n")
+                || s.eq_ignore_ascii_case("false"))
+        }
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
+    }
+}
+
+/// The values of a PHP array: a JSON array, or an object whose keys are its indices.
+pub fn list_values(v: &Value) -> Option<Vec<&Value>> {
+    match v {
+        Value::Array(a) => Some(a.iter().collect()),
+        Value::Object(o) => Some(o.values().collect()),
+        _ => None,
+    }
+}
+
+/// Parses `a=1&b[c]=2&d[]=3&d[]=4` into nested JSON the way PHP builds `$_POST`.
+pub fn parse_form(body: &[u8]) -> Params {
+    let mut root = Map::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        let path = split_php_key(&key);
+        if path.is_empty() {
+            continue;
+        }
+        insert_path(&mut root, &path, Value::String(value.into_owned()));
+    }
+    let root = root
+        .into_iter()
+        .map(|(k, v)| (k, normalize_lists(v)))
+        .collect();
+    Params::from_value(Value::Object(root))
+}
+
+/// `filter[>ID]` -> ["filter", ">ID"]; `ids[]` -> ["ids", ""] (an empty segment appends).
+fn split_php_key(key: &str) -> Vec<String> {
+    let Some(open) = key.find('[') else {
+        return vec![key.to_string()];
+    };
+    let mut parts = vec![key[..open].to_string()];
+    let mut rest = &key[open..];
+    while let Some(stripped) = rest.strip_prefix('[') {
+        match stripped.find(']') {
+            Some(close) => {
+                parts.push(stripped[..close].to_string());
+                rest = &stripped[close + 1..];
+            }
+            None => break,
+        }
+    }
+    if parts[0].is_empty() {
+        return Vec::new();
+    }
+    parts
+}
+
+fn insert_path(map: &mut Map<String, Value>, path: &[String], value: Value) {
+    let key = if path[0].is_empty() {
+        // `x[]`: append at the next free integer index, as PHP does.
+        let next = map
+            .keys()
+            .filter_map(|k| k.parse::<u64>().ok())
+            .max()
+            .map(|m| m + 1)
+            .unwrap_or(0);
+        next.to_string()
+    } else {
+        path[0].clone()
+    };
+    if path.len() == 1 {
+        map.insert(key, value);
+        return;
+    }
+    let slot = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    if let Value::Object(inner) = slot {
+        insert_path(inner, &path[1..], value);
+    }
+}
+
+/// Turns objects whose keys are exactly 0..n into arrays, recursively, so that
+/// `message_id[]=a&message_id[]=b` and `"message_id":["a","b"]` look the same.
+pub fn normalize_lists(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let is_list = !map.is_empty()
+                && map
+                    .keys()
+                    .enumerate()
+                    .all(|(i, k)| k.parse::<usize>().ok() == Some(i));
+            if is_list {
+                Value::Array(map.into_iter().map(|(_, v)| normalize_lists(v)).collect())
+            } else {
+                Value::Object(
+                    map.into_iter()
+                        .map(|(k, v)| (k, normalize_lists(v)))
+                        .collect(),
+                )
+            }
+        }
+        Value::Array(a) => Value::Array(a.into_iter().map(normalize_lists).collect()),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn php_nested_keys() {
+        let p = parse_form(b"filter%5B%3EID%5D=5&message_id[]=a&message_id[]=b&ORDER[ID]=DESC&x=1");
+        assert_eq!(p.get("filter"), Some(&json!({">ID": "5"})));
+        assert_eq!(p.get("message_id"), Some(&json!(["a", "b"])));
+        assert_eq!(p.get("order"), Some(&json!({"ID": "DESC"})));
+        assert_eq!(p.str("x").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn ints_and_flags() {
+        assert_eq!(strict_int(&json!("12")), Some(12));
+        assert_eq!(strict_int(&json!(12)), Some(12));
+        assert_eq!(strict_int(&json!("1.5")), None);
+        assert_eq!(strict_int(&json!("abc")), None);
+        assert!(!flag(Some(&json!("0")), true));
+        assert!(flag(Some(&json!("1")), false));
+        assert!(flag(None, true));
+    }
+}
