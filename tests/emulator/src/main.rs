@@ -63,6 +63,9 @@ async fn run(listen: String, tls: bool) -> ExitCode {
         }
     };
     let shared = Arc::new(Shared::new(addr.to_string(), tls));
+    // The signal handlers exist before the address is announced: a SIGTERM sent as soon as the
+    // first line is read must end the process cleanly, not kill it with the default action.
+    let shutdown = shutdown_signal();
     let server = tokio::spawn(serve(listener, shared.clone(), tls));
     println!("b24-emulator listening on {}", shared.base_url());
     let _ = std::io::stdout().flush();
@@ -71,17 +74,24 @@ async fn run(listen: String, tls: bool) -> ExitCode {
             eprintln!("b24-emulator: server stopped: {r:?}");
             ExitCode::FAILURE
         }
-        _ = shutdown_signal() => ExitCode::SUCCESS,
+        _ = shutdown => ExitCode::SUCCESS,
     }
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Registers SIGTERM and SIGINT at once (`signal()` installs the handler when called, not when
+/// first polled) and returns a future that completes on either.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -9,7 +9,7 @@
 use crate::filter::{Cond, Field, Op, Scalar};
 use serde_json::{json, Value};
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 pub type MsgId = [u8; 32];
 
@@ -29,7 +29,8 @@ pub struct Row {
     pub process: Option<Box<str>>,
     /// Compact JSON text, parsed only when the row is sent.
     pub data: Box<str>,
-    pub additional: Box<str>,
+    /// Interned: `{"user_id":"1"}` repeats on most rows.
+    pub additional: u32,
 }
 
 /// Small string table: event names and connector ids repeat on every row.
@@ -59,6 +60,78 @@ impl Interner {
     }
 }
 
+/// Rows by id. Ids only grow and the queue is consumed mostly from the front, so a deque with
+/// holes for deleted rows is far smaller than a tree: leading holes are dropped as they appear.
+#[derive(Debug, Default)]
+struct Rows {
+    slots: VecDeque<Option<Row>>,
+    /// Id of `slots[0]`.
+    base: u64,
+    live: usize,
+}
+
+impl Rows {
+    fn slot(&self, id: u64) -> Option<usize> {
+        id.checked_sub(self.base)
+            .map(|i| i as usize)
+            .filter(|i| *i < self.slots.len())
+    }
+
+    fn get(&self, id: &u64) -> Option<&Row> {
+        self.slot(*id).and_then(|i| self.slots[i].as_ref())
+    }
+
+    fn get_mut(&mut self, id: &u64) -> Option<&mut Row> {
+        self.slot(*id).and_then(|i| self.slots[i].as_mut())
+    }
+
+    fn contains_key(&self, id: &u64) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Ids must come in increasing order (they do: `next_id`).
+    fn insert(&mut self, id: u64, row: Row) {
+        if self.slots.is_empty() {
+            self.base = id;
+        }
+        while self.base + (self.slots.len() as u64) < id {
+            self.slots.push_back(None);
+        }
+        self.slots.push_back(Some(row));
+        self.live += 1;
+    }
+
+    fn remove(&mut self, id: &u64) -> Option<Row> {
+        let i = self.slot(*id)?;
+        let row = self.slots[i].take()?;
+        self.live -= 1;
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.base += 1;
+        }
+        Some(row)
+    }
+
+    fn len(&self) -> usize {
+        self.live
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn values(&self) -> impl DoubleEndedIterator<Item = &Row> {
+        self.slots.iter().flatten()
+    }
+}
+
+impl std::ops::Index<&u64> for Rows {
+    type Output = Row;
+    fn index(&self, id: &u64) -> &Row {
+        self.get(id).expect("a row the indexes point at exists")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Scope {
     app: u32,
@@ -67,6 +140,29 @@ struct Scope {
 }
 
 type MergeKey = (u32, u32, MsgId);
+
+/// The rows under one merge-key hash: almost always one, so no allocation for it.
+#[derive(Debug, Clone)]
+enum Ids {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+impl Ids {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Ids::One(id) => std::slice::from_ref(id),
+            Ids::Many(v) => v,
+        }
+    }
+}
+
+/// The merge index is keyed by a hash of (app, connector, message id) rather than the 40-byte
+/// key itself, which halves it at a million rows; lookups check the rows' real keys.
+fn key_hash(key: &MergeKey) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault};
+    BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(key)
+}
 
 /// Which rows of an application a call sees.
 #[derive(Debug, Clone, Copy)]
@@ -77,15 +173,16 @@ pub struct Target {
 
 #[derive(Debug, Default)]
 pub struct Queue {
-    rows: BTreeMap<u64, Row>,
+    rows: Rows,
     next_id: u64,
     free_by_ts: HashMap<Scope, BTreeSet<(i64, u64)>>,
     free_by_id: HashMap<Scope, BTreeSet<u64>>,
-    by_key: HashMap<MergeKey, Vec<u64>>,
+    by_key: HashMap<u64, Ids>,
     processes: HashMap<Box<str>, BTreeSet<u64>>,
     per_target: HashMap<(u32, u32), usize>,
     pub events: Interner,
     pub connectors: Interner,
+    pub additionals: Interner,
 }
 
 /// What `get` hands back: the process id (None with `clear=1`) and the selected rows.
@@ -151,10 +248,17 @@ impl Queue {
 
     fn insert(&mut self, row: Row) {
         let id = row.id;
-        self.by_key
-            .entry((row.app, row.connector, row.message_id))
-            .or_default()
-            .push(id);
+        let h = key_hash(&(row.app, row.connector, row.message_id));
+        match self.by_key.get_mut(&h) {
+            None => {
+                self.by_key.insert(h, Ids::One(id));
+            }
+            Some(Ids::One(other)) => {
+                let other = *other;
+                self.by_key.insert(h, Ids::Many(vec![other, id]));
+            }
+            Some(Ids::Many(v)) => v.push(id),
+        }
         *self.per_target.entry((row.app, row.connector)).or_default() += 1;
         let process = row.process.clone();
         self.rows.insert(id, row);
@@ -177,11 +281,24 @@ impl Queue {
         if let Some(p) = &row.process {
             self.detach_process(id, p);
         }
-        let key = (row.app, row.connector, row.message_id);
-        if let Some(ids) = self.by_key.get_mut(&key) {
-            ids.retain(|x| *x != id);
-            if ids.is_empty() {
-                self.by_key.remove(&key);
+        let h = key_hash(&(row.app, row.connector, row.message_id));
+        if let Some(entry) = self.by_key.get_mut(&h) {
+            let next = match entry {
+                Ids::One(_) => None,
+                Ids::Many(v) => {
+                    v.retain(|x| *x != id);
+                    match v.as_slice() {
+                        [] => None,
+                        [one] => Some(Ids::One(*one)),
+                        _ => Some(Ids::Many(std::mem::take(v))),
+                    }
+                }
+            };
+            match next {
+                Some(ids) => *entry = ids,
+                None => {
+                    self.by_key.remove(&h);
+                }
             }
         }
         if let Some(n) = self.per_target.get_mut(&(row.app, row.connector)) {
@@ -199,11 +316,24 @@ impl Queue {
         }
     }
 
-    fn free_row_for(&self, key: &MergeKey) -> Option<u64> {
-        self.by_key
-            .get(key)?
+    /// Every row of one merge key.
+    fn rows_of(&self, key: &MergeKey) -> Vec<u64> {
+        let Some(ids) = self.by_key.get(&key_hash(key)) else {
+            return Vec::new();
+        };
+        ids.as_slice()
             .iter()
             .copied()
+            .filter(|id| {
+                let r = &self.rows[id];
+                (r.app, r.connector, r.message_id) == *key
+            })
+            .collect()
+    }
+
+    fn free_row_for(&self, key: &MergeKey) -> Option<u64> {
+        self.rows_of(key)
+            .into_iter()
             .find(|id| self.rows[id].process.is_none())
     }
 
@@ -221,15 +351,17 @@ impl Queue {
         let key = (target.app, target.connector, message_id);
         if let Some(id) = self.free_row_for(&key) {
             self.unindex_free(id);
+            let additional = self.additionals.intern(additional);
             if let Some(row) = self.rows.get_mut(&id) {
                 row.ts = now_s;
                 row.data = data.into();
-                row.additional = additional.into();
+                row.additional = additional;
             }
             self.index_free(id);
             return;
         }
         let event = self.events.intern(event);
+        let additional = self.additionals.intern(additional);
         let row = Row {
             id: self.next_id,
             ts: now_s,
@@ -240,7 +372,7 @@ impl Queue {
             error: false,
             process: None,
             data: data.into(),
-            additional: additional.into(),
+            additional,
         };
         self.next_id += 1;
         self.insert(row);
@@ -471,20 +603,13 @@ impl Queue {
             };
             let key = (target.app, target.connector, msg);
             let rows: Vec<(u64, bool, bool)> = self
-                .by_key
-                .get(&key)
-                .map(|ids| {
-                    ids.iter()
-                        .map(|id| {
-                            (
-                                *id,
-                                self.rows[id].error,
-                                self.rows[id].process.as_deref() == Some(process_id),
-                            )
-                        })
-                        .collect()
+                .rows_of(&key)
+                .into_iter()
+                .map(|id| {
+                    let r = &self.rows[&id];
+                    (id, r.error, r.process.as_deref() == Some(process_id))
                 })
-                .unwrap_or_default();
+                .collect();
             // Other rows of the object go first, so the merge below only meets error records.
             for (id, _, _) in rows.iter().filter(|(_, error, mine)| !error && !mine) {
                 self.delete(*id);
@@ -595,7 +720,7 @@ impl Queue {
             "TIMESTAMP_X": crate::clock::iso(row.ts),
             "EVENT_NAME": self.events.name(row.event),
             "EVENT_DATA": parse(&row.data),
-            "EVENT_ADDITIONAL": parse(&row.additional),
+            "EVENT_ADDITIONAL": parse(self.additionals.name(row.additional)),
             "MESSAGE_ID": String::from_utf8_lossy(&row.message_id),
         });
         if with_state {
@@ -690,6 +815,31 @@ mod tests {
         assert_eq!(q.reserved_len(), 1);
         assert_eq!(q.clear(T, "p2", None, None), 1);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn rows_drop_leading_holes_and_keep_id_order() {
+        let mut q = Queue::new();
+        for obj in 0..5 {
+            produce(&mut q, obj as i64, obj);
+        }
+        let taken = q.take(T, false, &[], ORDER, 2, true, None, pid("unused"));
+        assert_eq!(
+            taken.rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(q.rows.base, 3, "leading holes are dropped");
+        q.delete(4);
+        assert_eq!(
+            q.rows.slots.len(),
+            3,
+            "a hole in the middle stays until the front clears"
+        );
+        assert_eq!(q.rows().map(|r| r.id).collect::<Vec<_>>(), vec![3, 5]);
+        assert!(!q.rows.contains_key(&4) && q.rows.get(&99).is_none() && q.rows.get(&0).is_none());
+        produce(&mut q, 9, 77);
+        assert_eq!(q.rows().map(|r| r.id).collect::<Vec<_>>(), vec![3, 5, 6]);
+        assert_eq!(q.len(), 3);
     }
 
     #[test]

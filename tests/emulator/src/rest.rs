@@ -271,7 +271,6 @@ pub fn execute(shared: &Shared, st: &mut State, req: Incoming) -> (u16, Value, B
     let started = Instant::now();
     let now_ms = shared.clock.now_ms();
     let mut touched = BTreeSet::new();
-    *st.stats.requests.entry(req.method.to_string()).or_default() += 1;
     daily_jobs(st, now_ms);
     let answer = run(shared, st, &req, now_ms, &mut touched);
     match answer {

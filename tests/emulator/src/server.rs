@@ -166,7 +166,12 @@ async fn rest_call(
         ),
         _ => return error_response(&ApiError::method_not_found(rest)),
     };
-    let before = shared.lock().faults.pick(&method, Phase::Before);
+    // Every request that arrives is counted, including those a fault then answers.
+    let before = {
+        let mut st = shared.lock();
+        *st.stats.requests.entry(method.clone()).or_default() += 1;
+        st.faults.pick(&method, Phase::Before)
+    };
     if let Some(kind) = before {
         shared.lock().stats.faults_injected += 1;
         match kind {
