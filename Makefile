@@ -1,5 +1,5 @@
 # One entry for everything. `make demo` and `make test` set the machine up first (idempotent).
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench build
 
 setup:
 	.ci/setup
@@ -12,3 +12,6 @@ test: setup
 
 bench: setup
 	.ci/bench
+
+build: setup
+	.ci/build

@@ -1,5 +1,14 @@
 //! b24-offline: Bitrix24 offline events, reserved, processed and acknowledged safely.
 //!
-//! The layering follows `API.md`: a pure core, one I/O transport, token sources and a thin
-//! wasm-bindgen surface (they arrive with the client, issue 3). The portal emulator that every
-//! test runs against lives in `tests/emulator`.
+//! The layering follows `API.md`: a pure core (`core`, tested natively), one I/O transport
+//! (`transport`), token sources (`auth`) and a thin wasm-bindgen surface (`js`). The portal
+//! emulator that every test runs against lives in `tests/emulator`.
+
+pub mod core;
+
+#[cfg(target_arch = "wasm32")]
+pub mod auth;
+#[cfg(target_arch = "wasm32")]
+pub mod js;
+#[cfg(target_arch = "wasm32")]
+pub mod transport;

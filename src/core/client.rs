@@ -1,0 +1,332 @@
+//! The call pipeline: wait for the limits, make sure the token is fresh, send, decode, and on
+//! failure refresh, back off or give up, as `retry.rs` decides. Everything here is generic over
+//! the [`Platform`], so native tests drive it with a fake portal and a fake clock.
+
+use super::args::{Arg, Body};
+use super::auth::Auth;
+use super::envelope::{decode, Reply};
+use super::error::{code, B24Error, Result};
+use super::limiter::{Bucket, MethodOperating, Operating, RateLimit};
+use super::origin::Origin;
+use super::platform::{HttpRequest, Level, Platform, TransportError};
+use super::retry::{classify, decide, Decision, Idempotency, Kind, RetryPolicy};
+use std::cell::RefCell;
+
+/// Operating-time limit of cloud portals, seconds per method over ten minutes.
+pub const CLOUD_OPERATING_LIMIT_S: f64 = 480.0;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub origin: Origin,
+    pub timeout_ms: f64,
+    pub retry: RetryPolicy,
+    /// `None` turns the rate limiter off.
+    pub rate: Option<RateLimit>,
+    pub operating_limit_s: f64,
+    /// Sent as `auth_connector` with every call that does not set its own.
+    pub connector: Option<String>,
+}
+
+impl Config {
+    pub fn new(origin: Origin) -> Config {
+        Config {
+            origin,
+            timeout_ms: 30_000.0,
+            retry: RetryPolicy::default(),
+            rate: Some(super::limiter::STANDARD),
+            operating_limit_s: CLOUD_OPERATING_LIMIT_S,
+            connector: None,
+        }
+    }
+}
+
+/// Counters for `stats()`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// HTTP requests sent (retries included).
+    pub requests: u64,
+    pub retries: u64,
+    pub refreshes: u64,
+    /// `QUERY_LIMIT_EXCEEDED` answers received.
+    pub rate_limited: u64,
+    /// `OPERATION_TIME_LIMIT` answers received.
+    pub operating_limited: u64,
+    /// Milliseconds calls spent waiting for the rate limiter or an operating-time pause.
+    pub waited_ms: f64,
+    /// Requests per method.
+    #[serde(serialize_with = "as_object")]
+    pub by_method: Vec<(String, u64)>,
+    /// Failed attempts per error code.
+    #[serde(serialize_with = "as_object")]
+    pub errors: Vec<(String, u64)>,
+    pub operating: Vec<MethodOperating>,
+    /// Current level of the client-side rate bucket.
+    pub bucket_level: f64,
+}
+
+fn as_object<S: serde::Serializer>(
+    pairs: &[(String, u64)],
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
+}
+
+fn bump(list: &mut Vec<(String, u64)>, key: &str) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some((_, n)) => *n += 1,
+        None => list.push((key.to_string(), 1)),
+    }
+}
+
+struct State {
+    bucket: Option<Bucket>,
+    operating: Operating,
+    stats: Stats,
+    /// The portal's clock minus ours, from `time.start`.
+    skew_ms: f64,
+}
+
+/// How one call may be treated.
+pub struct CallOptions<'a, S> {
+    pub idempotency: Idempotency,
+    pub signal: Option<&'a S>,
+    /// `auth_connector` for this call; falls back to the client's.
+    pub connector: Option<&'a str>,
+}
+
+impl<S> CallOptions<'_, S> {
+    pub fn new(idempotency: Idempotency) -> CallOptions<'static, S> {
+        CallOptions {
+            idempotency,
+            signal: None,
+            connector: None,
+        }
+    }
+}
+
+pub struct Client<P: Platform> {
+    pub platform: P,
+    pub config: Config,
+    pub auth: Auth,
+    state: RefCell<State>,
+}
+
+impl<P: Platform> Client<P> {
+    pub fn new(platform: P, config: Config, auth: Auth) -> Client<P> {
+        let state = State {
+            bucket: config.rate.map(Bucket::new),
+            operating: Operating::new(config.operating_limit_s),
+            stats: Stats::default(),
+            skew_ms: 0.0,
+        };
+        Client {
+            platform,
+            config,
+            auth,
+            state: RefCell::new(state),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        let now = self.platform.now_ms();
+        let mut st = self.state.borrow_mut();
+        let mut out = st.stats.clone();
+        out.refreshes = self.auth.refreshes();
+        out.operating = st.operating.methods().to_vec();
+        out.bucket_level = st.bucket.as_mut().map(|b| b.level(now)).unwrap_or(0.0);
+        out
+    }
+
+    fn check_abort(&self, signal: Option<&P::Signal>) -> Result<()> {
+        match signal {
+            Some(s) if self.platform.aborted(s) => {
+                Err(B24Error::new(code::ABORTED, "the operation was aborted"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until the method's operating time and the request rate allow one more request.
+    async fn admit(&self, method: &str, signal: Option<&P::Signal>) -> Result<()> {
+        loop {
+            self.check_abort(signal)?;
+            let now = self.platform.now_ms();
+            let wait = {
+                let mut st = self.state.borrow_mut();
+                let paused = st.operating.wait_ms(method, now);
+                if paused > 0.0 {
+                    paused
+                } else {
+                    match st.bucket.as_mut().map(|b| b.try_take(now)) {
+                        None | Some(Ok(())) => 0.0,
+                        Some(Err(w)) => w,
+                    }
+                }
+            };
+            if wait <= 0.0 {
+                return Ok(());
+            }
+            self.state.borrow_mut().stats.waited_ms += wait;
+            self.platform.sleep(wait, signal).await?;
+        }
+    }
+
+    async fn fresh_token(&self) -> Result<(String, u64)> {
+        let now = self.platform.now_ms();
+        if self.auth.due(now) {
+            let (_, gen) = self.auth.current();
+            if let Err(e) = self.auth.refresh(gen).await {
+                if self.auth.expired(self.platform.now_ms()) {
+                    return Err(e);
+                }
+                // Not expired yet: go on with the current token, a 401 will try again.
+                self.platform.log(
+                    Level::Warn,
+                    &["token refresh ahead of expiry failed: ", &e.message()].concat(),
+                );
+            }
+        }
+        Ok(self.auth.current())
+    }
+
+    /// Calls `method` and returns the envelope; the result stays platform data, read by the
+    /// caller (so this loop exists once, not once per result type).
+    pub async fn call(
+        &self,
+        method: &str,
+        body: &Body<P::Data>,
+        opts: &CallOptions<'_, P::Signal>,
+    ) -> Result<Reply<P::Data>> {
+        let url = self.config.origin.rest_url(method);
+        let connector = opts.connector.or(self.config.connector.as_deref());
+        let mut body_with_connector;
+        let body = match connector {
+            Some(c) => {
+                body_with_connector = body.clone();
+                body_with_connector
+                    .defaults
+                    .push(("auth_connector".to_string(), Arg::Str(c.to_string())));
+                &body_with_connector
+            }
+            None => body,
+        };
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            self.admit(method, opts.signal).await?;
+            let (token, generation) = self.fresh_token().await?;
+            let text = self.platform.encode(body, &token)?;
+            let sent_at = self.platform.now_ms();
+            {
+                let mut st = self.state.borrow_mut();
+                st.stats.requests += 1;
+                bump(&mut st.stats.by_method, method);
+            }
+            let request = HttpRequest {
+                url: &url,
+                body: text,
+                timeout_ms: self.config.timeout_ms,
+            };
+            let outcome = match self.platform.send(request, opts.signal).await {
+                Ok(resp) => decode(&self.platform, resp.status, &resp.body),
+                Err(TransportError::Aborted) => {
+                    return Err(B24Error::new(code::ABORTED, "the operation was aborted")
+                        .with_method(method))
+                }
+                Err(TransportError::Timeout) => {
+                    Err(B24Error::new(code::TIMEOUT, "no answer in time").retryable(true))
+                }
+                Err(TransportError::Network(why)) => {
+                    Err(B24Error::new(code::NETWORK, why).retryable(true))
+                }
+            };
+            let now = self.platform.now_ms();
+            let err = match outcome {
+                Ok(reply) => {
+                    let mut st = self.state.borrow_mut();
+                    if let Some(start) = reply.time.start {
+                        st.skew_ms = start * 1000.0 - sent_at;
+                    }
+                    let skew = st.skew_ms;
+                    st.operating.observe(
+                        method,
+                        reply.time.operating,
+                        reply.time.operating_reset_at,
+                        skew,
+                    );
+                    return Ok(reply);
+                }
+                Err(e) => e.with_method(method),
+            };
+            let kind = classify(&err);
+            {
+                let mut st = self.state.borrow_mut();
+                bump(&mut st.stats.errors, &err.code);
+                match kind {
+                    Kind::RateLimited => {
+                        st.stats.rate_limited += 1;
+                        if let Some(b) = st.bucket.as_mut() {
+                            b.saturate(now);
+                        }
+                    }
+                    Kind::OperatingLimited => {
+                        st.stats.operating_limited += 1;
+                        st.operating.blocked(method, now);
+                    }
+                    _ => {}
+                }
+            }
+            match decide(
+                kind,
+                opts.idempotency,
+                attempt,
+                refreshed,
+                &self.config.retry,
+                self.platform.random(),
+            ) {
+                Decision::Refresh if self.auth.can_refresh() => {
+                    self.platform.log(
+                        Level::Info,
+                        &[
+                            "refreshing the access token after ",
+                            &err.code,
+                            " from ",
+                            method,
+                        ]
+                        .concat(),
+                    );
+                    self.auth
+                        .refresh(generation)
+                        .await
+                        .map_err(|e| e.with_method(method))?;
+                    refreshed = true;
+                }
+                Decision::Retry(ms) => {
+                    attempt += 1;
+                    self.state.borrow_mut().stats.retries += 1;
+                    self.platform.log(
+                        Level::Warn,
+                        &[
+                            "retrying ",
+                            method,
+                            " after ",
+                            &err.message(),
+                            " (retry ",
+                            &attempt.to_string(),
+                            ")",
+                        ]
+                        .concat(),
+                    );
+                    self.platform.sleep(ms, opts.signal).await?;
+                }
+                Decision::Refresh => {
+                    let mut e = err;
+                    e.description.push_str(" (no refresh callback was given)");
+                    return Err(e);
+                }
+                Decision::GiveUp => return Err(err),
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The pure core: everything that can be decided without a browser. No web-sys, js-sys or gloo
+//! here; I/O, time and JSON come in through [`platform::Platform`]. Tested natively.
+
+pub mod args;
+pub mod auth;
+pub mod batch;
+pub mod client;
+pub mod envelope;
+pub mod error;
+pub mod limiter;
+pub mod model;
+pub mod offline;
+pub mod origin;
+pub mod platform;
+pub mod read;
+pub mod retry;
+pub mod signal;
+pub mod validate;
+
+#[cfg(test)]
+mod testkit;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+//! Every `event.offline.*` call (and the bindings around them), typed and checked.
+//!
+//! A queue is an application's events for one connector: the connector given here is sent as
+//! `auth_connector` with every call made through it.
+
+use super::args::{Arg, Body, Tree};
+use super::batch::{self, Command};
+use super::client::{CallOptions, Client};
+use super::envelope::shape;
+use super::error::{B24Error, Result};
+use super::model::{Binding, Features, ListPage, OfflineEvent, Taken};
+use super::platform::Platform;
+use super::read::{field_uint, flag};
+use super::retry::Idempotency;
+use super::validate::{self, GET_FIELDS, LIST_FIELDS};
+
+/// Arguments of `event.offline.get`.
+#[derive(Debug, Clone, Default)]
+pub struct GetArgs {
+    pub filter: Option<Tree>,
+    pub order: Option<Tree>,
+    pub limit: Option<f64>,
+    /// `clear=1`: delete what is returned (lossy). `false` reserves instead.
+    pub clear: bool,
+    pub process_id: Option<String>,
+    /// Work on the error queue (`error=1`).
+    pub error: bool,
+}
+
+/// Arguments of `event.offline.list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListArgs {
+    pub filter: Option<Tree>,
+    pub order: Option<Tree>,
+    pub start: Option<f64>,
+}
+
+/// Which reserved rows `event.offline.clear` deletes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    All,
+    MessageIds(Vec<String>),
+    Ids(Vec<f64>),
+}
+
+/// The event that announces queue growth to an online handler.
+pub const SIGNAL_EVENT: &str = "ONOFFLINEEVENT";
+
+pub struct Queue<'a, P: Platform> {
+    pub client: &'a Client<P>,
+    pub connector: Option<&'a str>,
+}
+
+impl<'a, P: Platform> Queue<'a, P> {
+    fn opts<'s>(
+        &'s self,
+        idempotency: Idempotency,
+        signal: Option<&'s P::Signal>,
+    ) -> CallOptions<'s, P::Signal> {
+        CallOptions {
+            idempotency,
+            signal,
+            connector: self.connector,
+        }
+    }
+
+    /// `event.offline.get`. Only a re-select by `process_id` is repeated after an ambiguous
+    /// failure: a fresh reservation or a destructive read may already have happened.
+    pub async fn get(&self, args: &GetArgs, signal: Option<&P::Signal>) -> Result<Taken<P::Data>> {
+        const METHOD: &str = "event.offline.get";
+        let mut body = Body::new();
+        if let Some(f) = validate::filter(args.filter.as_ref(), GET_FIELDS, METHOD)? {
+            body.set("filter", f);
+        }
+        if let Some(o) = validate::order(args.order.as_ref(), GET_FIELDS, METHOD)? {
+            body.set("order", o);
+        }
+        if let Some(limit) = args.limit {
+            body.set("limit", Arg::Int(validate::positive("limit", limit)?));
+        }
+        if let Some(pid) = &args.process_id {
+            validate::process_id(pid)?;
+            body.set("process_id", Arg::Str(pid.clone()));
+        }
+        body.set("clear", Arg::Int(args.clear as i64));
+        body.set("error", Arg::Int(args.error as i64));
+        let safe = args.process_id.is_some() && !args.clear;
+        let opts = self.opts(
+            if safe {
+                Idempotency::Safe
+            } else {
+                Idempotency::Unsafe
+            },
+            signal,
+        );
+        let raw = self
+            .client
+            .call(METHOD, &body, &opts)
+            .await?
+            .into_result()?;
+        let taken = Taken::read::<P>(&raw)
+            .ok_or_else(|| shape("the events are not in the expected shape").with_method(METHOD))?;
+        if !args.clear && taken.process_id.is_none() && !taken.events.is_empty() {
+            return Err(shape("a reservation came back without its process_id").with_method(METHOD));
+        }
+        Ok(taken)
+    }
+
+    /// `event.offline.list`: one page of 50, read-only.
+    pub async fn list(
+        &self,
+        args: &ListArgs,
+        signal: Option<&P::Signal>,
+    ) -> Result<ListPage<P::Data>> {
+        const METHOD: &str = "event.offline.list";
+        let mut body = Body::new();
+        if let Some(f) = validate::filter(args.filter.as_ref(), LIST_FIELDS, METHOD)? {
+            body.set("filter", f);
+        }
+        if let Some(o) = validate::order(args.order.as_ref(), LIST_FIELDS, METHOD)? {
+            body.set("order", o);
+        }
+        if let Some(start) = args.start {
+            body.set("start", Arg::Int(validate::non_negative("start", start)?));
+        }
+        let reply = self
+            .client
+            .call(METHOD, &body, &self.opts(Idempotency::Safe, signal))
+            .await?;
+        let (total, next) = (reply.total, reply.next);
+        let raw = reply.into_result()?;
+        let events = OfflineEvent::read_all::<P>(&raw)
+            .ok_or_else(|| shape("the events are not in the expected shape").with_method(METHOD))?;
+        Ok(ListPage {
+            total: total.unwrap_or(events.len() as u64),
+            next,
+            events,
+        })
+    }
+
+    /// `event.offline.clear`. An empty selection sends nothing: the portal would read an empty
+    /// list as "no narrowing" and delete the whole reservation.
+    pub async fn clear(
+        &self,
+        process_id: &str,
+        selection: &Selection,
+        signal: Option<&P::Signal>,
+    ) -> Result<()> {
+        validate::process_id(process_id)?;
+        let mut body = Body::new().with("process_id", Arg::Str(process_id.to_string()));
+        match selection {
+            Selection::All => {}
+            Selection::MessageIds(ids) => {
+                validate::message_ids("messageIds", ids)?;
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                body.set(
+                    "message_id",
+                    Arg::List(ids.iter().map(|m| Arg::Str(m.clone())).collect()),
+                );
+            }
+            Selection::Ids(ids) => {
+                let ids = validate::record_ids("ids", ids)?;
+                if ids.is_empty() {
+                    return Ok(());
+                }
+                body.set("id", Arg::List(ids.into_iter().map(Arg::Int).collect()));
+            }
+        }
+        self.client
+            .call(
+                "event.offline.clear",
+                &body,
+                &self.opts(Idempotency::Safe, signal),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// `event.offline.error`: send these messages of the reservation to the error queue.
+    pub async fn error(
+        &self,
+        process_id: &str,
+        message_ids: &[String],
+        signal: Option<&P::Signal>,
+    ) -> Result<()> {
+        validate::process_id(process_id)?;
+        validate::message_ids("messageIds", message_ids)?;
+        if message_ids.is_empty() {
+            return Ok(());
+        }
+        let body = Body::new()
+            .with("process_id", Arg::Str(process_id.to_string()))
+            .with(
+                "message_id",
+                Arg::List(message_ids.iter().map(|m| Arg::Str(m.clone())).collect()),
+            );
+        self.client
+            .call(
+                "event.offline.error",
+                &body,
+                &self.opts(Idempotency::Unsafe, signal),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Both features in one request (`feature.get` twice in a batch).
+    pub async fn features(&self, signal: Option<&P::Signal>) -> Result<Features> {
+        let ask = |name: &str, code: &str| Command {
+            name: name.to_string(),
+            method: "feature.get".to_string(),
+            params: Some(Tree::Map(vec![(
+                "CODE".to_string(),
+                Tree::Str(code.to_string()),
+            )])),
+        };
+        let items = batch::run(
+            self.client,
+            vec![
+                ask("extended", "rest_offline_extended"),
+                ask("connector", "rest_auth_connector"),
+            ],
+            false,
+            signal,
+            None,
+        )
+        .await?;
+        let mut flags = [false; 2];
+        for (i, item) in items.into_iter().enumerate().take(2) {
+            let value = item
+                .result?
+                .and_then(|r| P::field(&r, "value"))
+                .ok_or_else(|| shape("feature.get returned no value").with_method("feature.get"))?;
+            flags[i] = flag::<P>(&value);
+        }
+        Ok(Features {
+            extended: flags[0],
+            connector: flags[1],
+        })
+    }
+
+    /// Binds events to this queue (`event_type=offline`, no handler). Binding an event that is
+    /// already bound is not an error: the result says which were new.
+    pub async fn bind(
+        &self,
+        events: &[String],
+        signal: Option<&P::Signal>,
+    ) -> Result<Vec<(String, bool)>> {
+        if events.is_empty() {
+            return Err(B24Error::invalid("events", "give at least one event name"));
+        }
+        let names = events
+            .iter()
+            .map(|e| validate::event_name(e))
+            .collect::<Result<Vec<_>>>()?;
+        if names.iter().any(|n| n == SIGNAL_EVENT) {
+            return Err(B24Error::invalid(
+                "events",
+                "ONOFFLINEEVENT cannot be queued offline; use notifyAt() for it",
+            ));
+        }
+        let commands = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let mut p = vec![
+                    ("event".to_string(), Tree::Str(name.clone())),
+                    ("event_type".to_string(), Tree::Str("offline".into())),
+                ];
+                if let Some(c) = self.connector {
+                    p.push(("auth_connector".to_string(), Tree::Str(c.to_string())));
+                }
+                Command {
+                    name: ["e", &i.to_string()].concat(),
+                    method: "event.bind".to_string(),
+                    params: Some(Tree::Map(p)),
+                }
+            })
+            .collect();
+        let items = batch::run(self.client, commands, false, signal, self.connector).await?;
+        names
+            .into_iter()
+            .zip(items)
+            .map(|(name, item)| match item.result {
+                Ok(_) => Ok((name, true)),
+                Err(e) if is_already_bound(&e) => Ok((name, false)),
+                Err(e) => Err(e),
+            })
+            .collect()
+    }
+
+    /// Removes this queue's offline binding of `event`; returns how many bindings went.
+    pub async fn unbind(&self, event: &str, signal: Option<&P::Signal>) -> Result<u64> {
+        let body = Body::new()
+            .with("event", Arg::Str(validate::event_name(event)?))
+            .with("event_type", Arg::Str("offline".into()));
+        self.unbound(body, signal).await
+    }
+
+    async fn unbound(&self, body: Body<P::Data>, signal: Option<&P::Signal>) -> Result<u64> {
+        let r = self
+            .client
+            .call("event.unbind", &body, &self.opts(Idempotency::Safe, signal))
+            .await?
+            .into_result()?;
+        Ok(field_uint::<P>(&r, "count").unwrap_or(0))
+    }
+
+    /// This application's bindings (`event.get`), online and offline.
+    pub async fn bindings(&self, signal: Option<&P::Signal>) -> Result<Vec<Binding>> {
+        let raw = self
+            .client
+            .call(
+                "event.get",
+                &Body::new(),
+                &self.opts(Idempotency::Safe, signal),
+            )
+            .await?
+            .into_result()?;
+        P::items(&raw)
+            .and_then(|items| items.iter().map(Binding::read::<P>).collect())
+            .ok_or_else(|| {
+                shape("the bindings are not in the expected shape").with_method("event.get")
+            })
+    }
+
+    /// Asks the portal to POST `ONOFFLINEEVENT` to `handler` when the queue grows, at most once
+    /// per `min_timeout_s` seconds. Already bound is not an error.
+    pub async fn notify_at(
+        &self,
+        handler: &str,
+        min_timeout_s: Option<f64>,
+        signal: Option<&P::Signal>,
+    ) -> Result<bool> {
+        validate::handler_url(handler)?;
+        let mut body = Body::new()
+            .with("event", Arg::Str(SIGNAL_EVENT.into()))
+            .with("handler", Arg::Str(handler.to_string()));
+        if let Some(t) = min_timeout_s {
+            body.set(
+                "options",
+                Arg::Map(vec![(
+                    "minTimeout".to_string(),
+                    Arg::Int(validate::non_negative("minTimeout", t)?),
+                )]),
+            );
+        }
+        match self
+            .client
+            .call("event.bind", &body, &self.opts(Idempotency::Unsafe, signal))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_already_bound(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes the `ONOFFLINEEVENT` handler.
+    pub async fn stop_notify(&self, handler: &str, signal: Option<&P::Signal>) -> Result<u64> {
+        validate::handler_url(handler)?;
+        let body = Body::new()
+            .with("event", Arg::Str(SIGNAL_EVENT.into()))
+            .with("handler", Arg::Str(handler.to_string()));
+        self.unbound(body, signal).await
+    }
+}
+
+/// The portal's "Unable to set event handler: Handler already binded".
+fn is_already_bound(e: &B24Error) -> bool {
+    e.description.contains("already bind") || e.code == "ERROR_HANDLER_ALREADY_EXIST"
+}

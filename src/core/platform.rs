@@ -1,0 +1,90 @@
+//! What the core needs from the world, so that it stays pure: time, randomness, sleeping, one
+//! HTTP exchange, and a JSON engine. The wasm build implements it with `fetch`, `setTimeout`,
+//! `Math.random` and the browser's own `JSON`; native tests implement it with a fake portal or
+//! a real HTTP client, and a clock they control.
+
+use super::args::Body;
+use super::error::Result;
+use std::future::Future;
+
+pub struct HttpRequest<'a> {
+    pub url: &'a str,
+    /// JSON text (the `auth` parameter included).
+    pub body: String,
+    pub timeout_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransportError {
+    /// The exchange failed; the text says how (never with the request body).
+    Network(String),
+    Timeout,
+    Aborted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
+pub trait Platform: 'static {
+    /// An opaque JSON value: event data and call results pass through the core untouched; the
+    /// core reads the few fields it needs through the accessors below.
+    type Data: Clone + 'static;
+    /// A cancellation signal (`AbortSignal` in wasm).
+    type Signal: Clone + 'static;
+
+    /// Milliseconds on a monotonic-enough wall clock.
+    fn now_ms(&self) -> f64;
+    /// Uniform in [0, 1).
+    fn random(&self) -> f64;
+    /// Waits; ends early with `ABORTED` when the signal fires.
+    fn sleep(&self, ms: f64, signal: Option<&Self::Signal>) -> impl Future<Output = Result<()>>;
+    fn aborted(&self, signal: &Self::Signal) -> bool;
+    /// One POST of a JSON body.
+    fn send(
+        &self,
+        request: HttpRequest<'_>,
+        signal: Option<&Self::Signal>,
+    ) -> impl Future<Output = std::result::Result<HttpResponse, TransportError>>;
+    /// The body as JSON text: a copy of `base`, then `args` set over it, then `defaults` where
+    /// the key is still absent, then `auth`.
+    fn encode(&self, body: &Body<Self::Data>, auth: &str) -> Result<String>;
+    /// `None` when the text is not JSON.
+    fn parse(&self, text: &str) -> Option<Self::Data>;
+    /// JSON `null`.
+    fn null() -> Self::Data;
+    /// A number as JSON would print it (the engine formats floats, so the core need not).
+    fn number_text(n: f64) -> String;
+    /// A field of an object; `None` when absent or null (or not an object).
+    fn field(value: &Self::Data, key: &str) -> Option<Self::Data>;
+    fn text(value: &Self::Data) -> Option<String>;
+    fn number(value: &Self::Data) -> Option<f64>;
+    fn boolean(value: &Self::Data) -> Option<bool>;
+    /// The elements of an array.
+    fn items(value: &Self::Data) -> Option<Vec<Self::Data>>;
+    /// The entries of an object, in order.
+    fn entries(value: &Self::Data) -> Option<Vec<(String, Self::Data)>>;
+    /// The app's logger, if any. Messages never contain credentials.
+    fn log(&self, level: Level, message: &str);
+}

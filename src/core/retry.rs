@@ -1,0 +1,233 @@
+//! Which failures are worth another try, and when.
+//!
+//! | failure | portal executed it? | retried |
+//! |---|---|---|
+//! | `expired_token` (401) | no | once, after one shared token refresh |
+//! | `QUERY_LIMIT_EXCEEDED` (503) | no | yes, after the rate limiter has drained |
+//! | `OPERATION_TIME_LIMIT` (429) | no | yes, once the method's operating time has reset |
+//! | `NETWORK`, `TIMEOUT`, 5xx, `BAD_RESPONSE` | maybe | only calls that are safe to repeat |
+//! | anything else (`ACCESS_DENIED`, `ERROR_ARGUMENT`, ...) | – | never |
+//!
+//! "Safe to repeat" means idempotent: reads, `event.offline.clear`, re-selecting a reservation by
+//! `process_id`. A destructive read (`clear=1`) or a fresh reservation is never repeated after an
+//! ambiguous failure: the first attempt may have taken the events, and the caller must find out
+//! (the reservation flow does, through its journal and `list` sweep) instead of guessing.
+
+use super::error::{code, B24Error};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    RefreshAuth,
+    RateLimited,
+    OperatingLimited,
+    /// The request may or may not have been executed.
+    Transient,
+    Fatal,
+}
+
+impl Kind {
+    pub fn retryable(self) -> bool {
+        self != Kind::Fatal
+    }
+}
+
+pub fn classify(e: &B24Error) -> Kind {
+    match &*e.code {
+        "expired_token" => Kind::RefreshAuth,
+        "QUERY_LIMIT_EXCEEDED" => Kind::RateLimited,
+        "OPERATION_TIME_LIMIT" => Kind::OperatingLimited,
+        "OVERLOAD_LIMIT" | "PORTAL_DELETED" => Kind::Fatal,
+        code::NETWORK
+        | code::TIMEOUT
+        | code::BAD_RESPONSE
+        | "INTERNAL_SERVER_ERROR"
+        | "ERROR_UNEXPECTED_ANSWER" => Kind::Transient,
+        _ if e.status >= 500 => Kind::Transient,
+        _ => Kind::Fatal,
+    }
+}
+
+/// Whether repeating a call cannot do harm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    Safe,
+    Unsafe,
+}
+
+/// Methods that only read (a name heuristic for `call()`; `event.offline.get` is not one).
+pub fn is_read_method(method: &str) -> bool {
+    const READS: &[&str] = &[
+        "event.get",
+        "events",
+        "feature.get",
+        "app.info",
+        "profile",
+        "user.current",
+        "scope",
+        "methods",
+        "method.get",
+        "server.time",
+        "event.offline.list",
+    ];
+    if READS.contains(&method) {
+        return true;
+    }
+    method != "event.offline.get"
+        && (method.ends_with(".get") || method.ends_with(".list") || method.ends_with(".fields"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 = never retry).
+    pub max_retries: u32,
+    pub base_ms: f64,
+    pub cap_ms: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            max_retries: 6,
+            base_ms: 300.0,
+            cap_ms: 30_000.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with jitter: a delay in [d/2, d], d = base * 2^attempt, capped.
+    pub fn backoff_ms(&self, attempt: u32, random: f64) -> f64 {
+        let d = (self.base_ms * 2f64.powi(attempt.min(30) as i32)).min(self.cap_ms);
+        d * (0.5 + 0.5 * random.clamp(0.0, 1.0))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decision {
+    /// Refresh the token (once), then send again.
+    Refresh,
+    /// Send again after at least this many milliseconds (the limiter may add more).
+    Retry(f64),
+    GiveUp,
+}
+
+/// What to do after attempt number `attempt` (0-based) failed with `kind`.
+pub fn decide(
+    kind: Kind,
+    idempotency: Idempotency,
+    attempt: u32,
+    refreshed: bool,
+    policy: &RetryPolicy,
+    random: f64,
+) -> Decision {
+    if attempt >= policy.max_retries {
+        return Decision::GiveUp;
+    }
+    match kind {
+        Kind::RefreshAuth if !refreshed => Decision::Refresh,
+        Kind::RefreshAuth | Kind::Fatal => Decision::GiveUp,
+        // Nothing was executed: waiting is enough, the limiter knows how long.
+        Kind::RateLimited | Kind::OperatingLimited => Decision::Retry(policy.backoff_ms(0, random)),
+        Kind::Transient if idempotency == Idempotency::Safe => {
+            Decision::Retry(policy.backoff_ms(attempt, random))
+        }
+        Kind::Transient => Decision::GiveUp,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: &'static str, status: u16) -> B24Error {
+        B24Error::new(code, "").with_status(status)
+    }
+
+    #[test]
+    fn classification() {
+        assert_eq!(classify(&err("expired_token", 401)), Kind::RefreshAuth);
+        assert_eq!(
+            classify(&err("QUERY_LIMIT_EXCEEDED", 503)),
+            Kind::RateLimited
+        );
+        assert_eq!(
+            classify(&err("OPERATION_TIME_LIMIT", 429)),
+            Kind::OperatingLimited
+        );
+        assert_eq!(classify(&err(code::BAD_RESPONSE, 502)), Kind::Transient);
+        assert_eq!(classify(&err(code::NETWORK, 0)), Kind::Transient);
+        assert_eq!(classify(&err("SOMETHING", 504)), Kind::Transient);
+        assert_eq!(classify(&err("OVERLOAD_LIMIT", 503)), Kind::Fatal);
+        assert_eq!(classify(&err("ACCESS_DENIED", 403)), Kind::Fatal);
+        assert_eq!(classify(&err("invalid_token", 401)), Kind::Fatal);
+        assert!(B24Error::portal("QUERY_LIMIT_EXCEEDED", 503, "").retryable);
+        assert!(!B24Error::portal("ERROR_ARGUMENT", 400, "").retryable);
+    }
+
+    #[test]
+    fn decisions() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            decide(Kind::RefreshAuth, Idempotency::Unsafe, 0, false, &p, 0.5),
+            Decision::Refresh
+        );
+        assert_eq!(
+            decide(Kind::RefreshAuth, Idempotency::Unsafe, 1, true, &p, 0.5),
+            Decision::GiveUp
+        );
+        assert!(matches!(
+            decide(Kind::RateLimited, Idempotency::Unsafe, 2, false, &p, 0.5),
+            Decision::Retry(_)
+        ));
+        assert!(matches!(
+            decide(Kind::Transient, Idempotency::Safe, 2, false, &p, 0.5),
+            Decision::Retry(_)
+        ));
+        assert_eq!(
+            decide(Kind::Transient, Idempotency::Unsafe, 0, false, &p, 0.5),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            decide(
+                Kind::Transient,
+                Idempotency::Safe,
+                p.max_retries,
+                false,
+                &p,
+                0.5
+            ),
+            Decision::GiveUp
+        );
+        assert_eq!(
+            decide(Kind::Fatal, Idempotency::Safe, 0, false, &p, 0.5),
+            Decision::GiveUp
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_cap() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            base_ms: 100.0,
+            cap_ms: 1000.0,
+        };
+        assert_eq!(p.backoff_ms(0, 1.0), 100.0);
+        assert_eq!(p.backoff_ms(0, 0.0), 50.0);
+        assert_eq!(p.backoff_ms(3, 1.0), 800.0);
+        assert_eq!(p.backoff_ms(10, 1.0), 1000.0);
+    }
+
+    #[test]
+    fn read_methods() {
+        assert!(
+            is_read_method("crm.deal.get")
+                && is_read_method("crm.deal.list")
+                && is_read_method("event.offline.list")
+        );
+        assert!(
+            !is_read_method("event.offline.get")
+                && !is_read_method("crm.deal.add")
+                && !is_read_method("event.offline.clear")
+        );
+    }
+}

@@ -1,0 +1,226 @@
+//! A scripted portal and a virtual clock for native tests of everything above the transport.
+
+use super::args::Tree;
+use super::args::{Arg, Body};
+use super::auth::{Auth, Refresher, Token};
+use super::client::{Client, Config};
+use super::error::Result;
+use super::origin::Origin;
+use super::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
+use futures_util::future::{FutureExt, LocalBoxFuture};
+use serde_json::{json, Map, Value};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+/// Returns `Pending` once, so that concurrent futures interleave as they would over a network.
+pub async fn yield_now() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}
+
+pub type Reply = std::result::Result<HttpResponse, TransportError>;
+type Handler = Box<dyn FnMut(&str, &Value, f64) -> Reply>;
+
+/// The requests the fake portal saw: (method, body), and the log lines.
+#[derive(Default)]
+pub struct Seen {
+    pub requests: Vec<(String, Value)>,
+    pub logs: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct Fake {
+    pub clock: Rc<Cell<f64>>,
+    pub seen: Rc<RefCell<Seen>>,
+    handler: Rc<RefCell<Handler>>,
+}
+
+pub fn ok(result: Value) -> Reply {
+    Ok(HttpResponse {
+        status: 200,
+        body: json!({"result": result, "time": {"start": 0.0}}).to_string(),
+    })
+}
+
+pub fn err(status: u16, code: &str) -> Reply {
+    Ok(HttpResponse {
+        status,
+        body: json!({"error": code, "error_description": "scripted"}).to_string(),
+    })
+}
+
+impl Fake {
+    /// `handler(method, body, now_ms)` plays the portal.
+    pub fn new(handler: impl FnMut(&str, &Value, f64) -> Reply + 'static) -> Fake {
+        Fake {
+            clock: Rc::new(Cell::new(1_000_000.0)),
+            seen: Rc::default(),
+            handler: Rc::new(RefCell::new(Box::new(handler))),
+        }
+    }
+}
+
+pub fn to_json(arg: &Arg<Value>) -> Value {
+    match arg {
+        Arg::Str(s) => json!(s),
+        Arg::Int(i) => json!(i),
+        Arg::Bool(b) => json!(b),
+        Arg::List(l) => Value::Array(l.iter().map(to_json).collect()),
+        Arg::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+        Arg::Data(d) => d.clone(),
+    }
+}
+
+impl Platform for Fake {
+    type Data = Value;
+    type Signal = Rc<Cell<bool>>;
+
+    fn now_ms(&self) -> f64 {
+        self.clock.get()
+    }
+
+    fn random(&self) -> f64 {
+        0.5
+    }
+
+    async fn sleep(&self, ms: f64, signal: Option<&Self::Signal>) -> Result<()> {
+        self.clock.set(self.clock.get() + ms);
+        match signal {
+            Some(s) if s.get() => Err(super::error::B24Error::new(
+                super::error::code::ABORTED,
+                "aborted",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn aborted(&self, signal: &Self::Signal) -> bool {
+        signal.get()
+    }
+
+    async fn send(&self, request: HttpRequest<'_>, _signal: Option<&Self::Signal>) -> Reply {
+        let method = request
+            .url
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(".json")
+            .to_string();
+        let body: Value = serde_json::from_str(&request.body).expect("the client sends JSON");
+        self.seen
+            .borrow_mut()
+            .requests
+            .push((method.clone(), body.clone()));
+        yield_now().await;
+        (self.handler.borrow_mut())(&method, &body, self.clock.get())
+    }
+
+    fn encode(&self, body: &Body<Value>, auth: &str) -> Result<String> {
+        let mut map = match &body.base {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        for (k, v) in &body.args {
+            map.insert(k.clone(), to_json(v));
+        }
+        for (k, v) in &body.defaults {
+            map.entry(k.clone()).or_insert_with(|| to_json(v));
+        }
+        map.insert("auth".into(), json!(auth));
+        Ok(Value::Object(map).to_string())
+    }
+
+    fn parse(&self, text: &str) -> Option<Value> {
+        serde_json::from_str(text).ok()
+    }
+
+    fn null() -> Value {
+        Value::Null
+    }
+
+    fn number_text(n: f64) -> String {
+        n.to_string()
+    }
+
+    fn field(value: &Value, key: &str) -> Option<Value> {
+        value.get(key).filter(|v| !v.is_null()).cloned()
+    }
+
+    fn text(value: &Value) -> Option<String> {
+        value.as_str().map(str::to_string)
+    }
+
+    fn number(value: &Value) -> Option<f64> {
+        value.as_f64()
+    }
+
+    fn boolean(value: &Value) -> Option<bool> {
+        value.as_bool()
+    }
+
+    fn items(value: &Value) -> Option<Vec<Value>> {
+        value.as_array().cloned()
+    }
+
+    fn entries(value: &Value) -> Option<Vec<(String, Value)>> {
+        value
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.seen
+            .borrow_mut()
+            .logs
+            .push([level.name(), ": ", message].concat());
+    }
+}
+
+/// Hands out `fresh-N` tokens and counts the calls.
+pub struct Refresh(pub Rc<Cell<u32>>);
+
+impl Refresher for Refresh {
+    fn refresh(&self) -> LocalBoxFuture<'static, Result<Token>> {
+        let n = self.0.clone();
+        async move {
+            n.set(n.get() + 1);
+            yield_now().await;
+            Ok(Token {
+                access: ["fresh-", &n.get().to_string()].concat(),
+                expires_at_ms: None,
+            })
+        }
+        .boxed_local()
+    }
+}
+
+pub const SECRET: &str = "SECRET-TOKEN-0123456789";
+
+/// A client of `acme.bitrix24.com` with the token [`SECRET`] and a counting refresher.
+pub fn client(fake: &Fake, config: impl FnOnce(&mut Config)) -> (Client<Fake>, Rc<Cell<u32>>) {
+    let refreshes = Rc::new(Cell::new(0));
+    let mut cfg = Config::new(Origin::parse("acme.bitrix24.com", false).unwrap());
+    config(&mut cfg);
+    let auth = Auth::new(
+        Token {
+            access: SECRET.into(),
+            expires_at_ms: None,
+        },
+        Some(Rc::new(Refresh(refreshes.clone()))),
+    );
+    (Client::new(fake.clone(), cfg, auth), refreshes)
+}
+
+/// A [`Tree`] from JSON text, keys in order.
+pub fn tree(json: &str) -> Tree {
+    super::read::tree::<Fake>(&serde_json::from_str::<Value>(json).expect("test JSON"))
+}

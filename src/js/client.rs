@@ -1,0 +1,369 @@
+//! `Bitrix24`: a client of one portal with one token source.
+
+use super::convert::{
+    field, js_error, opt_bool, opt_f64, opt_fn, opt_signal, opt_str, options, req_str, tree,
+};
+use super::platform::{to_js, JsData, WebPlatform};
+use super::queue::OfflineQueue;
+use crate::auth::{expiry, CallbackRefresher};
+use crate::core::args::{Body, Tree};
+use crate::core::auth::{Auth, Refresher, Token};
+use crate::core::batch::{self, Command};
+use crate::core::client::{CallOptions, Client, Config};
+use crate::core::error::{B24Error, Result};
+use crate::core::limiter::{RateLimit, ENTERPRISE, STANDARD};
+use crate::core::origin::Origin;
+use crate::core::retry::{is_read_method, Idempotency};
+use crate::core::validate;
+use js_sys::{Object, Promise, Reflect};
+use std::cell::RefCell;
+use std::future::Future;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+pub type WebClient = Client<WebPlatform>;
+
+/// Runs a fallible future as a Promise that rejects with a `B24Error`. The future is boxed so
+/// that the promise machinery exists once in the wasm, not once per exported method.
+pub fn promise(f: impl Future<Output = Result<JsValue>> + 'static) -> Promise {
+    boxed_promise(Box::pin(f))
+}
+
+fn boxed_promise(f: futures_util::future::LocalBoxFuture<'static, Result<JsValue>>) -> Promise {
+    future_to_promise(async move { f.await.map_err(|e| js_error(&e)) })
+}
+
+fn limits(opts: &JsValue) -> Result<Option<RateLimit>> {
+    let Some(v) = field(opts, "limits") else {
+        return Ok(Some(STANDARD));
+    };
+    if let Some(on) = v.as_bool() {
+        return Ok(on.then_some(STANDARD));
+    }
+    if let Some(name) = v.as_string() {
+        return match name.as_str() {
+            "standard" => Ok(Some(STANDARD)),
+            "enterprise" => Ok(Some(ENTERPRISE)),
+            _ => Err(B24Error::invalid(
+                "limits",
+                "must be 'standard', 'enterprise', false or { burst, drainPerSec }",
+            )),
+        };
+    }
+    let burst = opt_f64(&v, "burst")?.filter(|b| *b >= 1.0);
+    let drain = opt_f64(&v, "drainPerSec")?.filter(|d| *d > 0.0);
+    match (burst, drain) {
+        (Some(burst), Some(drain_per_sec)) => Ok(Some(RateLimit {
+            burst,
+            drain_per_sec,
+        })),
+        _ => Err(B24Error::invalid(
+            "limits",
+            "a custom limit needs burst >= 1 and drainPerSec > 0",
+        )),
+    }
+}
+
+/// Builds the client configuration shared by every way of getting a token.
+pub fn config(opts: &JsValue, origin: Origin) -> Result<Config> {
+    let mut cfg = Config::new(origin);
+    cfg.rate = limits(opts)?;
+    if let Some(t) = opt_f64(opts, "timeoutMs")? {
+        cfg.timeout_ms = validate::positive("timeoutMs", t)? as f64;
+    }
+    if let Some(r) = opt_f64(opts, "retries")? {
+        cfg.retry.max_retries = validate::non_negative("retries", r)?.min(100) as u32;
+    }
+    if let Some(s) = opt_f64(opts, "operatingLimit")? {
+        cfg.operating_limit_s = validate::positive("operatingLimit", s)? as f64;
+    }
+    if let Some(c) = opt_str(opts, "connector")? {
+        validate::connector(&c)?;
+        cfg.connector = Some(c);
+    }
+    Ok(cfg)
+}
+
+/// The method and parameters of one `call`, checked.
+fn call_args(method: &str, params: Option<&JsValue>) -> Result<Body<JsData>> {
+    validate::method_name(method)?;
+    let Some(params) = params.filter(|p| !p.is_undefined() && !p.is_null()) else {
+        return Ok(Body::new());
+    };
+    if !params.is_object() || js_sys::Array::is_array(params) {
+        return Err(B24Error::invalid("params", "must be an object"));
+    }
+    Ok(Body::of(Some(JsData(params.clone()))))
+}
+
+/// `call()` and `callPage()` share everything but what they return.
+pub fn run_call(
+    client: Rc<WebClient>,
+    method: String,
+    params: Option<JsValue>,
+    opts: Option<JsValue>,
+    connector: Option<String>,
+    page: bool,
+) -> Promise {
+    promise(async move {
+        let opts = options(opts.as_ref(), "options")?;
+        let body = call_args(&method, params.as_ref())?;
+        let signal = opt_signal(&opts)?;
+        let idempotent = opt_bool(&opts, "idempotent")?.unwrap_or_else(|| is_read_method(&method));
+        let connector = opt_str(&opts, "connector")?.or(connector);
+        let call_opts = CallOptions {
+            idempotency: if idempotent {
+                Idempotency::Safe
+            } else {
+                Idempotency::Unsafe
+            },
+            signal: signal.as_ref(),
+            connector: connector.as_deref(),
+        };
+        let reply = client.call(&method, &body, &call_opts).await?;
+        let result = reply.result.map(|d| d.0).unwrap_or(JsValue::NULL);
+        if !page {
+            return Ok(result);
+        }
+        let out = Object::new();
+        let _ = Reflect::set(&out, &"result".into(), &result);
+        let _ = Reflect::set(
+            &out,
+            &"total".into(),
+            &reply
+                .total
+                .map(|t| JsValue::from_f64(t as f64))
+                .unwrap_or(JsValue::UNDEFINED),
+        );
+        let _ = Reflect::set(
+            &out,
+            &"next".into(),
+            &reply
+                .next
+                .map(|t| JsValue::from_f64(t as f64))
+                .unwrap_or(JsValue::UNDEFINED),
+        );
+        Ok(out.into())
+    })
+}
+
+/// `batch()`: `{ name: [method, params?] }` or `[[method, params?], ...]`.
+pub fn run_batch(
+    client: Rc<WebClient>,
+    commands: JsValue,
+    opts: Option<JsValue>,
+    connector: Option<String>,
+) -> Promise {
+    promise(async move {
+        let opts = options(opts.as_ref(), "options")?;
+        let halt = opt_bool(&opts, "halt")?.unwrap_or(false);
+        let signal = opt_signal(&opts)?;
+        let list = match tree(&commands, "commands")? {
+            Tree::Map(entries) => entries,
+            Tree::List(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i.to_string(), v))
+                .collect(),
+            _ => {
+                return Err(B24Error::invalid(
+                    "commands",
+                    "must be an object or an array of [method, params]",
+                ))
+            }
+        };
+        let commands = list
+            .into_iter()
+            .map(|(name, spec)| {
+                let bad = || {
+                    B24Error::invalid(
+                        "commands",
+                        &["'", &name, "' must be [method, params?]"].concat(),
+                    )
+                };
+                let Tree::List(mut parts) = spec else {
+                    return Err(bad());
+                };
+                if parts.is_empty() || parts.len() > 2 {
+                    return Err(bad());
+                }
+                let params = (parts.len() == 2).then(|| parts.pop()).flatten();
+                let method = parts
+                    .pop()
+                    .and_then(|m| m.as_str().map(str::to_string))
+                    .ok_or_else(bad)?;
+                Ok(Command {
+                    name,
+                    method,
+                    params,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let items = batch::run(
+            &client,
+            commands,
+            halt,
+            signal.as_ref(),
+            connector.as_deref(),
+        )
+        .await?;
+        let (results, errors, totals, nexts) =
+            (Object::new(), Object::new(), Object::new(), Object::new());
+        let mut ok = true;
+        for item in items {
+            let key = JsValue::from_str(&item.name);
+            match item.result {
+                Ok(v) => {
+                    let _ = Reflect::set(&results, &key, &v.map(|d| d.0).unwrap_or(JsValue::NULL));
+                }
+                Err(e) => {
+                    ok = false;
+                    let _ = Reflect::set(&errors, &key, &js_error(&e));
+                }
+            }
+            if let Some(t) = item.total {
+                let _ = Reflect::set(&totals, &key, &JsValue::from_f64(t as f64));
+            }
+            if let Some(n) = item.next {
+                let _ = Reflect::set(&nexts, &key, &JsValue::from_f64(n as f64));
+            }
+        }
+        let out = Object::new();
+        let _ = Reflect::set(&out, &"ok".into(), &JsValue::from_bool(ok));
+        let _ = Reflect::set(&out, &"results".into(), &results);
+        let _ = Reflect::set(&out, &"errors".into(), &errors);
+        let _ = Reflect::set(&out, &"total".into(), &totals);
+        let _ = Reflect::set(&out, &"next".into(), &nexts);
+        Ok(out.into())
+    })
+}
+
+/// A client of one Bitrix24 portal.
+#[wasm_bindgen]
+pub struct Bitrix24 {
+    client: Rc<WebClient>,
+}
+
+impl Bitrix24 {
+    pub fn from_parts(
+        opts: &JsValue,
+        origin: Origin,
+        token: Token,
+        refresher: Option<Rc<dyn Refresher>>,
+    ) -> Result<Bitrix24> {
+        let cfg = config(opts, origin)?;
+        let platform = WebPlatform {
+            logger: opt_fn(opts, "logger")?,
+        };
+        Ok(Bitrix24 {
+            client: Rc::new(Client::new(platform, cfg, Auth::new(token, refresher))),
+        })
+    }
+}
+
+#[wasm_bindgen]
+impl Bitrix24 {
+    /// A client for a token the app already has.
+    #[wasm_bindgen(js_name = withToken)]
+    pub fn with_token(
+        #[wasm_bindgen(js_name = options, unchecked_param_type = "TokenOptions")] options_: JsValue,
+    ) -> std::result::Result<Bitrix24, JsValue> {
+        let build = || -> Result<Bitrix24> {
+            let opts = options(Some(&options_), "options")?;
+            let origin = Origin::parse(
+                &req_str(&opts, "domain")?,
+                opt_bool(&opts, "allowHttp")?.unwrap_or(false),
+            )?;
+            let access = req_str(&opts, "accessToken")?;
+            let expires = opt_f64(&opts, "expiresIn")?;
+            let refresher: Option<Rc<dyn Refresher>> = match opt_fn(&opts, "refresh")? {
+                Some(callback) => {
+                    let refresh_token = Rc::new(RefCell::new(opt_str(&opts, "refreshToken")?));
+                    Some(Rc::new(CallbackRefresher {
+                        callback,
+                        refresh_token,
+                    }))
+                }
+                None => None,
+            };
+            Bitrix24::from_parts(
+                &opts,
+                origin,
+                Token {
+                    access,
+                    expires_at_ms: expiry(expires),
+                },
+                refresher,
+            )
+        };
+        build().map_err(|e| js_error(&e))
+    }
+
+    /// The portal's host (with a port when not the default).
+    #[wasm_bindgen(getter)]
+    pub fn domain(&self) -> String {
+        self.client.config.origin.host.clone()
+    }
+
+    /// Calls any REST method and resolves with its `result`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<unknown>")]
+    pub fn call(
+        &self,
+        method: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "Record<string, unknown>")] params: Option<
+            JsValue,
+        >,
+        #[wasm_bindgen(unchecked_optional_param_type = "CallOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        run_call(self.client.clone(), method, params, options, None, false)
+    }
+
+    /// Calls a list method and resolves with `{ result, total, next }`.
+    #[wasm_bindgen(js_name = callPage, unchecked_return_type = "Promise<Page<unknown>>")]
+    pub fn call_page(
+        &self,
+        method: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "Record<string, unknown>")] params: Option<
+            JsValue,
+        >,
+        #[wasm_bindgen(unchecked_optional_param_type = "CallOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        run_call(self.client.clone(), method, params, options, None, true)
+    }
+
+    /// Many calls in as few requests as possible (50 per request).
+    #[wasm_bindgen(unchecked_return_type = "Promise<BatchResult>")]
+    pub fn batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "BatchCommands")] commands: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "BatchOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        run_batch(self.client.clone(), commands, options, None)
+    }
+
+    /// Requests, retries, refreshes, limiter waits and operating time per method.
+    #[wasm_bindgen(unchecked_return_type = "ClientStats")]
+    pub fn stats(&self) -> JsValue {
+        to_js(&self.client.stats())
+    }
+
+    /// The offline event queue of this app (for one connector, if given).
+    pub fn offline(
+        &self,
+        #[wasm_bindgen(js_name = options, unchecked_optional_param_type = "QueueOptions")] options_: Option<JsValue>,
+    ) -> std::result::Result<OfflineQueue, JsValue> {
+        let build = || -> Result<OfflineQueue> {
+            let opts = options(options_.as_ref(), "options")?;
+            let connector = match opt_str(&opts, "connector")? {
+                Some(c) => {
+                    validate::connector(&c)?;
+                    Some(c)
+                }
+                None => self.client.config.connector.clone(),
+            };
+            Ok(OfflineQueue::new(self.client.clone(), connector))
+        };
+        build().map_err(|e| js_error(&e))
+    }
+}

@@ -1,0 +1,54 @@
+// The few things that are smaller and clearer in JavaScript than through bindings.
+
+/** Every failure of b24-offline: a real Error (with a stack) carrying a stable `code`. */
+export class B24Error extends Error {
+  constructor(message, code, status, method, description, retryable) {
+    super(message);
+    this.name = 'B24Error';
+    this.code = code;
+    this.status = status;
+    this.method = method;
+    this.description = description;
+    this.retryable = retryable;
+  }
+}
+
+export function makeError(message, code, status, method, description, retryable) {
+  return new B24Error(message, code, status, method, description, retryable);
+}
+
+/** Resolves with true after `ms`, or with false as soon as `signal` aborts. */
+export function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    if (signal && signal.aborted) return resolve(false);
+    const onAbort = () => { clearTimeout(timer); resolve(false); };
+    const timer = setTimeout(() => {
+      if (signal) signal.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, Math.max(0, ms));
+    if (signal) signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** An AbortSignal that fires after `ms` or when `outer` fires; `timedOut()` tells which. */
+export function deadline(ms, outer) {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; controller.abort(); }, ms);
+  const onAbort = () => controller.abort();
+  if (outer) {
+    if (outer.aborted) controller.abort();
+    else outer.addEventListener('abort', onAbort, { once: true });
+  }
+  return {
+    signal: controller.signal,
+    timedOut: () => timedOut,
+    done: () => { clearTimeout(timer); if (outer) outer.removeEventListener('abort', onAbort); },
+  };
+}
+
+/** Wraps `next()` (a function returning Promise<IteratorResult>) as an async iterable. */
+export function asyncIterable(next) {
+  const iterator = { next, [Symbol.asyncIterator]() { return iterator; } };
+  return iterator;
+}

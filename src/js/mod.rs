@@ -1,0 +1,12 @@
+//! The wasm-bindgen surface: classes, conversions, errors and TypeScript types. Thin: decisions
+//! live in `core`; this layer reads JavaScript values, calls the core and writes results back.
+
+pub mod client;
+pub mod convert;
+pub mod platform;
+pub mod queue;
+pub mod signal;
+pub mod types;
+
+pub use client::Bitrix24;
+pub use queue::OfflineQueue;

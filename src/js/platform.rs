@@ -1,0 +1,181 @@
+//! The core's [`Platform`] in a browser or Node: `fetch`, `setTimeout`, `Math.random`, and the
+//! engine's own `JSON` (so no JSON library is compiled into the wasm).
+
+use crate::core::args::{Arg, Body};
+use crate::core::error::{B24Error, Result};
+use crate::core::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
+use crate::transport;
+use js_sys::{Array, Function, Object, Reflect, JSON};
+use serde::{Serialize, Serializer};
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::AbortSignal;
+
+/// A JavaScript value passed through the core untouched.
+#[derive(Debug, Clone)]
+pub struct JsData(pub JsValue);
+
+impl Serialize for JsData {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde_wasm_bindgen::preserve::serialize(&self.0, s)
+    }
+}
+
+pub struct WebPlatform {
+    /// `(level, message) => void`, the app's logger.
+    pub logger: Option<Function>,
+}
+
+pub fn arg_to_js(arg: &Arg<JsData>) -> JsValue {
+    match arg {
+        Arg::Str(s) => JsValue::from_str(s),
+        Arg::Int(i) => JsValue::from_f64(*i as f64),
+        Arg::Bool(b) => JsValue::from_bool(*b),
+        Arg::List(items) => items.iter().map(arg_to_js).collect::<Array>().into(),
+        Arg::Map(entries) => {
+            let obj = Object::new();
+            for (k, v) in entries {
+                let _ = Reflect::set(&obj, &JsValue::from_str(k), &arg_to_js(v));
+            }
+            obj.into()
+        }
+        Arg::Data(d) => d.0.clone(),
+    }
+}
+
+/// Serializes a value for JavaScript: maps as plain objects, numbers as numbers.
+pub fn to_js<T: Serialize>(value: &T) -> JsValue {
+    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    value.serialize(&ser).unwrap_or(JsValue::UNDEFINED)
+}
+
+impl Platform for WebPlatform {
+    type Data = JsData;
+    type Signal = AbortSignal;
+
+    fn now_ms(&self) -> f64 {
+        js_sys::Date::now()
+    }
+
+    fn random(&self) -> f64 {
+        js_sys::Math::random()
+    }
+
+    async fn sleep(&self, ms: f64, signal: Option<&AbortSignal>) -> Result<()> {
+        if transport::sleep(ms, signal).await {
+            Ok(())
+        } else {
+            Err(B24Error::new(
+                crate::core::error::code::ABORTED,
+                "the operation was aborted",
+            ))
+        }
+    }
+
+    fn aborted(&self, signal: &AbortSignal) -> bool {
+        signal.aborted()
+    }
+
+    async fn send(
+        &self,
+        request: HttpRequest<'_>,
+        signal: Option<&AbortSignal>,
+    ) -> std::result::Result<HttpResponse, TransportError> {
+        transport::post_json(request.url, request.body, request.timeout_ms, signal).await
+    }
+
+    fn encode(&self, body: &Body<JsData>, auth: &str) -> Result<String> {
+        let obj = Object::new();
+        if let Some(base) = &body.base {
+            Object::assign(&obj, &Object::from(base.0.clone()));
+        }
+        for (k, v) in &body.args {
+            let _ = Reflect::set(&obj, &JsValue::from_str(k), &arg_to_js(v));
+        }
+        for (k, v) in &body.defaults {
+            let key = JsValue::from_str(k);
+            if !Reflect::has(&obj, &key).unwrap_or(false) {
+                let _ = Reflect::set(&obj, &key, &arg_to_js(v));
+            }
+        }
+        let _ = Reflect::set(&obj, &JsValue::from_str("auth"), &JsValue::from_str(auth));
+        JSON::stringify(&obj)
+            .ok()
+            .and_then(|s| s.as_string())
+            .ok_or_else(|| {
+                B24Error::invalid(
+                    "params",
+                    "cannot be sent as JSON (a BigInt, a cycle or a function?)",
+                )
+            })
+    }
+
+    fn parse(&self, text: &str) -> Option<JsData> {
+        JSON::parse(text).ok().map(JsData)
+    }
+
+    fn null() -> JsData {
+        JsData(JsValue::NULL)
+    }
+
+    fn number_text(n: f64) -> String {
+        js_sys::Number::from(n)
+            .to_string_with_radix(10)
+            .map(String::from)
+            .unwrap_or_default()
+    }
+
+    fn field(value: &JsData, key: &str) -> Option<JsData> {
+        if !value.0.is_object() {
+            return None;
+        }
+        Reflect::get(&value.0, &JsValue::from_str(key))
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
+            .map(JsData)
+    }
+
+    fn text(value: &JsData) -> Option<String> {
+        value.0.as_string()
+    }
+
+    fn number(value: &JsData) -> Option<f64> {
+        value.0.as_f64()
+    }
+
+    fn boolean(value: &JsData) -> Option<bool> {
+        value.0.as_bool()
+    }
+
+    fn items(value: &JsData) -> Option<Vec<JsData>> {
+        value
+            .0
+            .dyn_ref::<Array>()
+            .map(|a| a.iter().map(JsData).collect())
+    }
+
+    fn entries(value: &JsData) -> Option<Vec<(String, JsData)>> {
+        if !value.0.is_object() || Array::is_array(&value.0) || value.0.is_function() {
+            return None;
+        }
+        let entries = Object::entries(value.0.unchecked_ref::<Object>());
+        Some(
+            entries
+                .iter()
+                .filter_map(|pair| {
+                    let pair: Array = pair.unchecked_into();
+                    Some((pair.get(0).as_string()?, JsData(pair.get(1))))
+                })
+                .collect(),
+        )
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        if let Some(f) = &self.logger {
+            let _ = f.call2(
+                &JsValue::NULL,
+                &JsValue::from_str(level.name()),
+                &JsValue::from_str(message),
+            );
+        }
+    }
+}

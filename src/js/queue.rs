@@ -1,0 +1,439 @@
+//! `OfflineQueue`: the offline-event calls of one application and connector.
+
+use super::client::{promise, run_batch, run_call, WebClient};
+use super::convert::{
+    async_iterable, field, opt_f64, opt_numbers, opt_signal, opt_str, opt_strings, opt_tree,
+    options, req_str, strings,
+};
+use super::platform::to_js;
+use crate::core::args::Tree;
+use crate::core::error::{B24Error, Result};
+use crate::core::offline::{GetArgs, ListArgs, Queue, Selection};
+use crate::core::validate;
+use js_sys::{Object, Promise, Reflect};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen]
+pub struct OfflineQueue {
+    client: Rc<WebClient>,
+    connector: Option<String>,
+}
+
+impl OfflineQueue {
+    pub fn new(client: Rc<WebClient>, connector: Option<String>) -> OfflineQueue {
+        OfflineQueue { client, connector }
+    }
+
+    fn parts(&self) -> (Rc<WebClient>, Option<String>) {
+        (self.client.clone(), self.connector.clone())
+    }
+}
+
+fn list_args(opts: &JsValue) -> Result<ListArgs> {
+    Ok(ListArgs {
+        filter: opt_tree(opts, "filter")?,
+        order: opt_tree(opts, "order")?,
+        start: opt_f64(opts, "start")?,
+    })
+}
+
+/// Sets `>ID` in a filter to at least `after` (keyset paging that survives deletions).
+fn after_id(filter: Option<Tree>, after: u64) -> Tree {
+    let mut entries = match filter {
+        Some(Tree::Map(m)) => m,
+        _ => Vec::new(),
+    };
+    let mut floor = after as f64;
+    entries.retain(|(k, v)| {
+        let is_gt = k.trim().eq_ignore_ascii_case(">ID");
+        if is_gt {
+            floor = floor.max(v.as_int().unwrap_or(0) as f64);
+        }
+        !is_gt
+    });
+    entries.push((">ID".to_string(), Tree::Num(floor)));
+    Tree::Map(entries)
+}
+
+struct Cursor {
+    buffer: VecDeque<JsValue>,
+    /// Keyset paging by ID when the app gave no order; offset paging otherwise.
+    last_id: Option<u64>,
+    start: f64,
+    done: bool,
+}
+
+fn step(value: JsValue, done: bool) -> JsValue {
+    let r = Object::new();
+    let _ = Reflect::set(&r, &"value".into(), &value);
+    let _ = Reflect::set(&r, &"done".into(), &JsValue::from_bool(done));
+    r.into()
+}
+
+#[wasm_bindgen]
+impl OfflineQueue {
+    /// The `auth_connector` every call of this queue carries.
+    #[wasm_bindgen(getter)]
+    pub fn connector(&self) -> Option<String> {
+        self.connector.clone()
+    }
+
+    /// What the portal's plan offers: `{ extended, connector }`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Features>")]
+    pub fn features(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(opts.as_ref(), "options")?;
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            Ok(to_js(&q.features(signal.as_ref()).await?))
+        })
+    }
+
+    /// Binds events to this queue (`event_type=offline`). Resolves with which were new.
+    #[wasm_bindgen(unchecked_return_type = "Promise<BindResult[]>")]
+    pub fn bind(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "string | string[]")] events: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(opts.as_ref(), "options")?;
+            let events = strings(&events, "events")?;
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            let bound = q.bind(&events, signal.as_ref()).await?;
+            let out = js_sys::Array::new();
+            for (event, created) in bound {
+                let o = Object::new();
+                let _ = Reflect::set(&o, &"event".into(), &JsValue::from_str(&event));
+                let _ = Reflect::set(&o, &"created".into(), &JsValue::from_bool(created));
+                out.push(&o);
+            }
+            Ok(out.into())
+        })
+    }
+
+    /// Removes this queue's offline binding of `event`; resolves with how many went.
+    #[wasm_bindgen(unchecked_return_type = "Promise<number>")]
+    pub fn unbind(
+        &self,
+        event: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let signal = opt_signal(&options(opts.as_ref(), "options")?)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            Ok(JsValue::from_f64(
+                q.unbind(&event, signal.as_ref()).await? as f64,
+            ))
+        })
+    }
+
+    /// The application's bindings, online and offline (`event.get`).
+    #[wasm_bindgen(unchecked_return_type = "Promise<Binding[]>")]
+    pub fn bindings(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let signal = opt_signal(&options(opts.as_ref(), "options")?)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            Ok(to_js(&q.bindings(signal.as_ref()).await?))
+        })
+    }
+
+    /// Asks the portal to POST `ONOFFLINEEVENT` to `handler` when the queue grows.
+    #[wasm_bindgen(js_name = notifyAt, unchecked_return_type = "Promise<boolean>")]
+    pub fn notify_at(
+        &self,
+        handler: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "NotifyOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(opts.as_ref(), "options")?;
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            Ok(JsValue::from_bool(
+                q.notify_at(&handler, opt_f64(&opts, "minTimeout")?, signal.as_ref())
+                    .await?,
+            ))
+        })
+    }
+
+    /// Removes the `ONOFFLINEEVENT` handler; resolves with how many bindings went.
+    #[wasm_bindgen(js_name = stopNotify, unchecked_return_type = "Promise<number>")]
+    pub fn stop_notify(
+        &self,
+        handler: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let signal = opt_signal(&options(opts.as_ref(), "options")?)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            Ok(JsValue::from_f64(
+                q.stop_notify(&handler, signal.as_ref()).await? as f64,
+            ))
+        })
+    }
+
+    /// One page (50) of the queue, read-only: `{ events, total, next }`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<ListPage>")]
+    pub fn list(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "ListOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(opts.as_ref(), "options")?;
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            Ok(to_js(&q.list(&list_args(&opts)?, signal.as_ref()).await?))
+        })
+    }
+
+    /// Every event of the queue, page by page, read-only. Without an `order` it pages by ID
+    /// (`>ID` of the last one seen), which stays correct while consumers delete rows; with an
+    /// `order` it pages by offset, which can skip rows deleted meanwhile.
+    #[wasm_bindgen(js_name = listAll, unchecked_return_type = "AsyncIterableIterator<OfflineEvent>")]
+    pub fn list_all(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "ListAllOptions")] opts: Option<JsValue>,
+    ) -> std::result::Result<JsValue, JsValue> {
+        let (client, connector) = self.parts();
+        let prepare = || -> Result<(ListArgs, Option<web_sys::AbortSignal>)> {
+            let opts = options(opts.as_ref(), "options")?;
+            if field(&opts, "start").is_some() {
+                return Err(B24Error::invalid(
+                    "start",
+                    "listAll() pages by itself; use list() for one page",
+                ));
+            }
+            let args = list_args(&opts)?;
+            // Check the arguments now rather than at the first next().
+            validate::filter::<()>(
+                args.filter.as_ref(),
+                validate::LIST_FIELDS,
+                "event.offline.list",
+            )?;
+            validate::order::<()>(
+                args.order.as_ref(),
+                validate::LIST_FIELDS,
+                "event.offline.list",
+            )?;
+            Ok((args, opt_signal(&opts)?))
+        };
+        let (args, signal) = prepare().map_err(|e| super::convert::js_error(&e))?;
+        let keyset = args.order.is_none();
+        let cursor = Rc::new(RefCell::new(Cursor {
+            buffer: VecDeque::new(),
+            last_id: keyset.then_some(0),
+            start: 0.0,
+            done: false,
+        }));
+        let next = Closure::<dyn FnMut() -> Promise>::new(move || {
+            let (client, connector, cursor, args, signal) = (
+                client.clone(),
+                connector.clone(),
+                cursor.clone(),
+                args.clone(),
+                signal.clone(),
+            );
+            promise(async move {
+                loop {
+                    if let Some(v) = cursor.borrow_mut().buffer.pop_front() {
+                        return Ok(step(v, false));
+                    }
+                    if cursor.borrow().done {
+                        return Ok(step(JsValue::UNDEFINED, true));
+                    }
+                    let page_args = {
+                        let c = cursor.borrow();
+                        match c.last_id {
+                            Some(id) => ListArgs {
+                                filter: Some(after_id(args.filter.clone(), id)),
+                                order: None,
+                                start: None,
+                            },
+                            None => ListArgs {
+                                start: Some(c.start),
+                                ..args.clone()
+                            },
+                        }
+                    };
+                    let q = Queue {
+                        client: &client,
+                        connector: connector.as_deref(),
+                    };
+                    let page = q.list(&page_args, signal.as_ref()).await?;
+                    let mut c = cursor.borrow_mut();
+                    c.done = page.next.is_none() || page.events.is_empty();
+                    c.start += page.events.len() as f64;
+                    if let (Some(_), Some(last)) = (c.last_id, page.events.last()) {
+                        c.last_id = Some(last.id);
+                    }
+                    c.buffer.extend(page.events.iter().map(to_js));
+                }
+            })
+        });
+        Ok(async_iterable(&next.into_js_value()))
+    }
+
+    /// `event.offline.get` as is. Unlike the portal, `clear` defaults to false (reserve): a
+    /// destructive read has to be asked for.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Taken>")]
+    pub fn get(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "GetOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(opts.as_ref(), "options")?;
+            let args = GetArgs {
+                filter: opt_tree(&opts, "filter")?,
+                order: opt_tree(&opts, "order")?,
+                limit: opt_f64(&opts, "limit")?,
+                clear: super::convert::opt_bool(&opts, "clear")?.unwrap_or(false),
+                process_id: opt_str(&opts, "processId")?,
+                error: super::convert::opt_bool(&opts, "error")?.unwrap_or(false),
+            };
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            let taken = q.get(&args, signal.as_ref()).await?;
+            let out = Object::new();
+            let pid = taken
+                .process_id
+                .map(|p| JsValue::from_str(&p))
+                .unwrap_or(JsValue::NULL);
+            let _ = Reflect::set(&out, &"processId".into(), &pid);
+            let _ = Reflect::set(&out, &"events".into(), &to_js(&taken.events));
+            Ok(out.into())
+        })
+    }
+
+    /// `event.offline.clear`: all rows of `processId`, or only `messageIds` / `ids`.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn clear(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ClearOptions")] opts: JsValue,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(Some(&opts), "options")?;
+            let pid = req_str(&opts, "processId")?;
+            let selection = match (
+                opt_strings(&opts, "messageIds")?,
+                opt_numbers(&opts, "ids")?,
+            ) {
+                (Some(_), Some(_)) => {
+                    return Err(B24Error::invalid(
+                        "messageIds",
+                        "give messageIds or ids, not both",
+                    ))
+                }
+                (Some(m), None) => Selection::MessageIds(m),
+                (None, Some(i)) => Selection::Ids(i),
+                (None, None) => Selection::All,
+            };
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            q.clear(&pid, &selection, signal.as_ref()).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// `event.offline.error`: moves these reserved messages to the error queue.
+    #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
+    pub fn error(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ErrorOptions")] opts: JsValue,
+    ) -> Promise {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(Some(&opts), "options")?;
+            let pid = req_str(&opts, "processId")?;
+            let ids = opt_strings(&opts, "messageIds")?
+                .ok_or_else(|| B24Error::invalid("messageIds", "is required"))?;
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            q.error(&pid, &ids, signal.as_ref()).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Any REST method with this queue's connector (so the app's own writes skip its queue).
+    #[wasm_bindgen(unchecked_return_type = "Promise<unknown>")]
+    pub fn call(
+        &self,
+        method: String,
+        #[wasm_bindgen(unchecked_optional_param_type = "Record<string, unknown>")] params: Option<
+            JsValue,
+        >,
+        #[wasm_bindgen(unchecked_optional_param_type = "CallOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        run_call(
+            self.client.clone(),
+            method,
+            params,
+            options,
+            self.connector.clone(),
+            false,
+        )
+    }
+
+    /// `batch` with this queue's connector.
+    #[wasm_bindgen(unchecked_return_type = "Promise<BatchResult>")]
+    pub fn batch(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "BatchCommands")] commands: JsValue,
+        #[wasm_bindgen(unchecked_optional_param_type = "BatchOptions")] options: Option<JsValue>,
+    ) -> Promise {
+        run_batch(
+            self.client.clone(),
+            commands,
+            options,
+            self.connector.clone(),
+        )
+    }
+}

@@ -1,0 +1,186 @@
+//! The TypeScript shapes of everything crossing the boundary. Exported functions name these
+//! through `unchecked_param_type` / `unchecked_return_type`, so the generated `.d.ts` has no
+//! `any`.
+
+use wasm_bindgen::prelude::*;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TYPES: &'static str = r#"
+/** Stable error codes: the portal's own, plus the library's. */
+export type B24ErrorCode =
+  | 'INVALID_ARGUMENT' | 'NETWORK' | 'TIMEOUT' | 'BAD_RESPONSE' | 'ABORTED'
+  | 'FEATURE_UNAVAILABLE' | 'REFRESH_FAILED' | 'FRAME_UNAVAILABLE' | 'INVALID_SIGNAL'
+  | 'STORE_FAILED' | 'BATCH_HALTED'
+  | 'QUERY_LIMIT_EXCEEDED' | 'OPERATION_TIME_LIMIT' | 'expired_token' | 'invalid_token'
+  | 'NO_AUTH_FOUND' | 'ACCESS_DENIED' | 'WRONG_AUTH_TYPE' | 'ERROR_ARGUMENT'
+  | 'INTERNAL_SERVER_ERROR' | (string & {});
+
+/** Request-rate presets, a custom leaky bucket, or false to turn the limiter off. */
+export type Limits = 'standard' | 'enterprise' | { burst: number; drainPerSec: number } | boolean;
+
+/** Receives the library's log lines; they never contain tokens. */
+export type Logger = (level: 'debug' | 'info' | 'warn' | 'error', message: string) => void;
+
+export interface ClientOptions {
+  /** Request-rate limiter (default 'standard': 50 at once, 2 per second). */
+  limits?: Limits;
+  /** Per-request timeout in milliseconds (default 30000). */
+  timeoutMs?: number;
+  /** Retries after the first attempt (default 6). */
+  retries?: number;
+  /** Operating-time limit per method in seconds (default 480, the cloud limit). */
+  operatingLimit?: number;
+  /** Sent as auth_connector with every call, writes included. */
+  connector?: string;
+  logger?: Logger;
+  /** Allow plain http, for loopback hosts only (a local emulator). */
+  allowHttp?: boolean;
+}
+
+export interface RefreshedToken {
+  accessToken: string;
+  /** Seconds of life of the new token. */
+  expiresIn?: number;
+  refreshToken?: string;
+}
+
+export interface TokenOptions extends ClientOptions {
+  /** The portal: 'acme.bitrix24.com' (https is implied). */
+  domain: string;
+  accessToken: string;
+  /** Seconds of life left; the token is refreshed shortly before it runs out. */
+  expiresIn?: number;
+  /** Handed to `refresh` so that the app's server can renew the pair. */
+  refreshToken?: string;
+  /** Called once for all waiting calls when the token expired or is about to. */
+  refresh?: (current: { refreshToken?: string }) => Promise<RefreshedToken> | RefreshedToken;
+}
+
+export interface SignalOptions { signal?: AbortSignal }
+
+export interface CallOptions extends SignalOptions {
+  /** Whether repeating the call after an ambiguous failure is harmless (default: true for
+   *  methods named *.get, *.list, *.fields and other reads). */
+  idempotent?: boolean;
+  /** auth_connector for this call. */
+  connector?: string;
+}
+
+export interface Page<T> { result: T; total?: number; next?: number }
+
+export type BatchCommand = [method: string, params?: Record<string, unknown>];
+export type BatchCommands = Record<string, BatchCommand> | BatchCommand[];
+export interface BatchOptions extends SignalOptions { halt?: boolean }
+export interface BatchResult {
+  /** True when no command failed. */
+  ok: boolean;
+  results: Record<string, unknown>;
+  errors: Record<string, B24Error>;
+  total: Record<string, number>;
+  next: Record<string, number>;
+}
+
+export interface MethodOperating {
+  method: string;
+  /** Seconds the portal counts for this method over the last ten minutes. */
+  seconds: number;
+  /** Local time (ms) when the oldest minute bucket drops. */
+  resetAtMs?: number;
+  maxStep: number;
+  blockedUntilMs: number;
+}
+
+export interface ClientStats {
+  requests: number;
+  retries: number;
+  refreshes: number;
+  rateLimited: number;
+  operatingLimited: number;
+  /** Milliseconds spent waiting for the limiter or an operating-time pause. */
+  waitedMs: number;
+  byMethod: Record<string, number>;
+  errors: Record<string, number>;
+  operating: MethodOperating[];
+  bucketLevel: number;
+}
+
+export interface QueueOptions {
+  /** The auth_connector of this queue (defaults to the client's). */
+  connector?: string;
+}
+
+export interface Features {
+  /** rest_offline_extended: reservations (clear=0), process ids, the error queue. */
+  extended: boolean;
+  /** rest_auth_connector: one queue per auth_connector. */
+  connector: boolean;
+}
+
+export interface BindResult { event: string; created: boolean }
+
+export interface Binding {
+  event: string;
+  offline: boolean;
+  connector?: string;
+  handler?: string;
+  authType?: string;
+}
+
+export interface NotifyOptions extends SignalOptions {
+  /** At most one signal per this many seconds. */
+  minTimeout?: number;
+}
+
+/** One queued change. `data` is the portal's EVENT_DATA, e.g. { FIELDS: { ID: '42' } }. */
+export interface OfflineEvent {
+  id: number;
+  /** Stable per object and event: deduplicate by it. */
+  messageId: string;
+  name: string;
+  /** ISO 8601 with the portal's offset. */
+  timestamp: string;
+  data: unknown;
+  additional: unknown;
+  /** list() only: the reservation holding the row. */
+  processId?: string;
+  /** list() only: whether the row is in the error queue. */
+  error?: boolean;
+}
+
+/** Filter keys carry the operator: '>ID', '<=TIMESTAMP_X', '!EVENT_NAME', 'MESSAGE_ID'. */
+export type EventFilter = Record<string, string | number | boolean | Array<string | number>>;
+export type EventOrder = Record<string, 'ASC' | 'DESC' | 'asc' | 'desc'>;
+
+export interface ListOptions extends SignalOptions { filter?: EventFilter; order?: EventOrder; start?: number }
+export interface ListAllOptions extends SignalOptions { filter?: EventFilter; order?: EventOrder }
+export interface ListPage { events: OfflineEvent[]; total: number; next?: number }
+
+export interface GetOptions extends SignalOptions {
+  filter?: EventFilter;
+  order?: EventOrder;
+  limit?: number;
+  /** Delete what is returned (lossy). Default false: reserve. */
+  clear?: boolean;
+  /** Re-select the rows of this reservation. */
+  processId?: string;
+  /** Work on the error queue. */
+  error?: boolean;
+}
+export interface Taken { processId: string | null; events: OfflineEvent[] }
+
+export interface ClearOptions extends SignalOptions { processId: string; messageIds?: string[]; ids?: number[] }
+export interface ErrorOptions extends SignalOptions { processId: string; messageIds: string[] }
+
+export interface OfflineSignal { event: string; ts?: number; domain?: string; memberId?: string }
+
+export declare class B24Error extends Error {
+  readonly name: 'B24Error';
+  readonly code: B24ErrorCode;
+  /** HTTP status, 0 when there was no response. */
+  readonly status: number;
+  readonly method: string;
+  readonly description: string;
+  /** Whether trying again later can succeed. */
+  readonly retryable: boolean;
+}
+"#;
