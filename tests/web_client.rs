@@ -6,7 +6,7 @@
 mod support;
 
 use b24_offline::js::signal::verify_offline_signal;
-use b24_offline::js::{Bitrix24, OfflineQueue};
+use b24_offline::js::Bitrix24;
 use js_sys::{Array, Function, Promise, Reflect};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -17,46 +17,6 @@ use wasm_bindgen_futures::future_to_promise;
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
-
-const U: Option<JsValue> = None;
-
-fn some(json: &str) -> Option<JsValue> {
-    Some(obj(json))
-}
-
-fn options(access: &str, extra: &str) -> JsValue {
-    obj(&format!(
-        r#"{{"domain":"{}","accessToken":"{access}","allowHttp":true,"limits":false{extra}}}"#,
-        base()
-    ))
-}
-
-/// A client of a fresh application `client_id` (an admin), and its token response.
-async fn client(client_id: &str, extra: &str) -> (Bitrix24, JsValue) {
-    let t = token(client_id, true).await;
-    (
-        Bitrix24::with_token(options(&text(&t, &["access_token"]), extra)).expect("valid options"),
-        t,
-    )
-}
-
-fn queue(b24: &Bitrix24, connector: Option<&str>) -> OfflineQueue {
-    let opts = connector.map(|c| obj(&format!(r#"{{"connector":"{c}"}}"#)));
-    b24.offline(opts).expect("queue")
-}
-
-/// The rejection of a promise that must fail, checked to be a real `B24Error`.
-async fn failure(p: Promise) -> JsValue {
-    let e = wait(p).await.expect_err("the call must fail");
-    assert!(e.is_instance_of::<js_sys::Error>(), "a real Error");
-    assert_eq!(text(&e, &["name"]), "B24Error");
-    assert!(!text(&e, &["stack"]).is_empty(), "with a stack");
-    e
-}
-
-fn length(v: &JsValue) -> u32 {
-    v.dyn_ref::<Array>().map(|a| a.length()).unwrap_or(u32::MAX)
-}
 
 #[wasm_bindgen_test]
 async fn every_offline_method_round_trips() {

@@ -191,8 +191,18 @@ impl<P: Platform> Client<P> {
     }
 
     /// Calls `method` and returns the envelope; the result stays platform data, read by the
-    /// caller (so this loop exists once, not once per result type).
-    pub async fn call(
+    /// caller (so this loop exists once, not once per result type). The future is boxed: every
+    /// caller holds a pointer rather than embedding (and moving, and dropping) the whole loop.
+    pub fn call<'a>(
+        &'a self,
+        method: &'a str,
+        body: &'a Body<P::Data>,
+        opts: &'a CallOptions<'a, P::Signal>,
+    ) -> futures_util::future::LocalBoxFuture<'a, Result<Reply<P::Data>>> {
+        Box::pin(self.call_inner(method, body, opts))
+    }
+
+    async fn call_inner(
         &self,
         method: &str,
         body: &Body<P::Data>,

@@ -5,8 +5,10 @@ pub mod args;
 pub mod auth;
 pub mod batch;
 pub mod client;
+pub mod consume;
 pub mod envelope;
 pub mod error;
+pub mod journal;
 pub mod limiter;
 pub mod model;
 pub mod offline;
@@ -17,6 +19,8 @@ pub mod retry;
 pub mod signal;
 pub mod validate;
 
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod consume_tests;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]

@@ -362,7 +362,19 @@ impl Bitrix24 {
                 }
                 None => self.client.config.connector.clone(),
             };
-            Ok(OfflineQueue::new(self.client.clone(), connector))
+            let key = match opt_str(&opts, "storeKey")? {
+                Some(k) if !k.is_empty() => k,
+                Some(_) => return Err(B24Error::invalid("storeKey", "must not be empty")),
+                None => [
+                    "b24-offline/journal/",
+                    &self.client.config.origin.host,
+                    "/",
+                    connector.as_deref().unwrap_or(""),
+                ]
+                .concat(),
+            };
+            let journal = super::store::journal(field(&opts, "store"), &key)?;
+            Ok(OfflineQueue::new(self.client.clone(), connector, journal))
         };
         build().map_err(|e| js_error(&e))
     }

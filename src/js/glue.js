@@ -52,3 +52,23 @@ export function asyncIterable(next) {
   const iterator = { next, [Symbol.asyncIterator]() { return iterator; } };
   return iterator;
 }
+
+/**
+ * Runs `run` (which returns a promise) holding the Web Lock `name`, so that one consumer per
+ * queue runs across the tabs of a browser. Where the Web Locks API is missing (Node, old
+ * browsers) or `exclusive` is false, it just runs.
+ */
+export function withLock(name, signal, exclusive, run) {
+  const locks = typeof navigator !== 'undefined' && navigator.locks;
+  if (!exclusive || !locks || typeof locks.request !== 'function') return run();
+  return locks.request(name, signal ? { signal } : {}, () => run());
+}
+
+/** Calls `fn(...args)` and always returns a promise (a throw becomes a rejection). */
+export function callAsync(fn, a, b) {
+  try {
+    return Promise.resolve(fn(a, b));
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}

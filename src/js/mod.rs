@@ -3,10 +3,13 @@
 
 pub mod client;
 pub mod convert;
+pub mod flow;
 pub mod platform;
 pub mod queue;
 pub mod signal;
+pub mod store;
 pub mod types;
 
 pub use client::Bitrix24;
+pub use flow::Reservation;
 pub use queue::OfflineQueue;

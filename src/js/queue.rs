@@ -8,23 +8,47 @@ use super::convert::{
 use super::platform::to_js;
 use crate::core::args::Tree;
 use crate::core::error::{B24Error, Result};
+use crate::core::journal::Journal;
+use crate::core::model::Features;
 use crate::core::offline::{GetArgs, ListArgs, Queue, Selection};
 use crate::core::validate;
 use js_sys::{Object, Promise, Reflect};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen]
 pub struct OfflineQueue {
-    client: Rc<WebClient>,
-    connector: Option<String>,
+    pub(crate) client: Rc<WebClient>,
+    pub(crate) connector: Option<String>,
+    pub(crate) journal: Rc<Journal>,
+    /// `feature.get`, asked once per queue.
+    pub(crate) features: Rc<Cell<Option<Features>>>,
+    /// The Web Lock that keeps one consumer per queue across tabs.
+    pub(crate) lock: String,
 }
 
 impl OfflineQueue {
-    pub fn new(client: Rc<WebClient>, connector: Option<String>) -> OfflineQueue {
-        OfflineQueue { client, connector }
+    pub fn new(
+        client: Rc<WebClient>,
+        connector: Option<String>,
+        journal: Rc<Journal>,
+    ) -> OfflineQueue {
+        let lock = [
+            "b24-offline/",
+            &client.config.origin.host,
+            "/",
+            connector.as_deref().unwrap_or(""),
+        ]
+        .concat();
+        OfflineQueue {
+            client,
+            connector,
+            journal,
+            features: Rc::new(Cell::new(None)),
+            lock,
+        }
     }
 
     fn parts(&self) -> (Rc<WebClient>, Option<String>) {
@@ -88,6 +112,7 @@ impl OfflineQueue {
         #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
     ) -> Promise {
         let (client, connector) = self.parts();
+        let cache = self.features.clone();
         promise(async move {
             let opts = options(opts.as_ref(), "options")?;
             let signal = opt_signal(&opts)?;
@@ -95,7 +120,9 @@ impl OfflineQueue {
                 client: &client,
                 connector: connector.as_deref(),
             };
-            Ok(to_js(&q.features(signal.as_ref()).await?))
+            let f = q.features(signal.as_ref()).await?;
+            cache.set(Some(f));
+            Ok(to_js(&f))
         })
     }
 

@@ -104,9 +104,21 @@ export interface ClientStats {
   bucketLevel: number;
 }
 
+/** Where the journal of open reservations is kept. Methods may return promises. */
+export interface JournalStore {
+  get(key: string): string | null | undefined | Promise<string | null | undefined>;
+  set(key: string, value: string): void | Promise<void>;
+  delete(key: string): void | Promise<void>;
+}
+
 export interface QueueOptions {
   /** The auth_connector of this queue (defaults to the client's). */
   connector?: string;
+  /** The journal: 'local' (localStorage, the default in browsers), 'memory' (the default
+   *  elsewhere) or your own store. */
+  store?: 'local' | 'memory' | JournalStore;
+  /** Key of the journal in the store (default: per portal and connector). */
+  storeKey?: string;
 }
 
 export interface Features {
@@ -170,6 +182,66 @@ export interface Taken { processId: string | null; events: OfflineEvent[] }
 
 export interface ClearOptions extends SignalOptions { processId: string; messageIds?: string[]; ids?: number[] }
 export interface ErrorOptions extends SignalOptions { processId: string; messageIds: string[] }
+
+export interface ReserveOptions extends SignalOptions {
+  filter?: EventFilter;
+  order?: EventOrder;
+  limit?: number;
+  /** Reserve from the error queue. */
+  errors?: boolean;
+}
+export interface TakeOptions extends SignalOptions { filter?: EventFilter; order?: EventOrder; limit?: number }
+export interface RecoverOptions extends SignalOptions {
+  /** Reserved rows nobody journaled count as stranded after this long (default 600000). */
+  strandedAfterMs?: number;
+}
+
+export interface ConsumeContext {
+  processId: string;
+  fromErrorQueue: boolean;
+  /** Handed over again after a crash, a reload or a lost answer. */
+  recovered: boolean;
+  signal?: AbortSignal;
+}
+/** Return nothing when all succeeded, or the message ids that failed; a throw fails them all. */
+export type ConsumeHandler = (events: OfflineEvent[], context: ConsumeContext) =>
+  void | { failed?: string[] } | Promise<void | { failed?: string[] }>;
+
+export interface ConsumeProgress {
+  batches: number;
+  reserved: number;
+  recovered: number;
+  acked: number;
+  failed: number;
+  parked: number;
+  dead: number;
+  duplicates: number;
+  remaining?: number;
+  unsettled: number;
+}
+export interface ConsumeSummary extends ConsumeProgress { stopped: 'empty' | 'aborted' }
+
+export interface ConsumeOptions extends SignalOptions {
+  filter?: EventFilter;
+  order?: EventOrder;
+  /** Events per batch (default 50). */
+  limit?: number;
+  /** Batches in flight at once (default 1, at most 16). */
+  concurrency?: number;
+  /** The error queue: drained after the queue ('include', the default), left alone ('skip'),
+   *  or given up after so many failed attempts ({ retries }). */
+  errors?: 'include' | 'skip' | { retries: number };
+  /** Keep polling when the queue is empty, waiting idleDelay (doubling up to maxIdleDelay). */
+  poll?: boolean;
+  idleDelay?: number;
+  maxIdleDelay?: number;
+  strandedAfterMs?: number;
+  /** One consumer per queue across tabs (Web Locks; default true). */
+  exclusive?: boolean;
+  onProgress?: (progress: ConsumeProgress) => void;
+  /** Events given up under { retries }. */
+  onDeadLetter?: (events: OfflineEvent[]) => void;
+}
 
 export interface OfflineSignal { event: string; ts?: number; domain?: string; memberId?: string }
 

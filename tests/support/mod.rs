@@ -2,7 +2,8 @@
 //! and its control API, reached with `fetch` like any other cross-origin server.
 #![allow(dead_code)]
 
-use js_sys::{Object, Promise, Reflect, JSON};
+use b24_offline::js::{Bitrix24, OfflineQueue};
+use js_sys::{Array, Object, Promise, Reflect, JSON};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Request, RequestInit, Response};
@@ -143,4 +144,46 @@ pub async fn requests(method: &str) -> f64 {
 pub async fn rejections(code: &str) -> f64 {
     let stats = get("stats").await;
     at(&stats, &["rejections", code]).as_f64().unwrap_or(0.0)
+}
+
+// The library, as JavaScript calls it.
+
+pub const U: Option<JsValue> = None;
+
+pub fn some(json: &str) -> Option<JsValue> {
+    Some(obj(json))
+}
+
+pub fn options(access: &str, extra: &str) -> JsValue {
+    obj(&format!(
+        r#"{{"domain":"{}","accessToken":"{access}","allowHttp":true,"limits":false{extra}}}"#,
+        base()
+    ))
+}
+
+/// A client of a fresh application `client_id` (an admin), and its token response.
+pub async fn client(client_id: &str, extra: &str) -> (Bitrix24, JsValue) {
+    let t = token(client_id, true).await;
+    (
+        Bitrix24::with_token(options(&text(&t, &["access_token"]), extra)).expect("valid options"),
+        t,
+    )
+}
+
+pub fn queue(b24: &Bitrix24, connector: Option<&str>) -> OfflineQueue {
+    let opts = connector.map(|c| obj(&format!(r#"{{"connector":"{c}"}}"#)));
+    b24.offline(opts).expect("queue")
+}
+
+/// The rejection of a promise that must fail, checked to be a real `B24Error`.
+pub async fn failure(p: Promise) -> JsValue {
+    let e = wait(p).await.expect_err("the call must fail");
+    assert!(e.is_instance_of::<js_sys::Error>(), "a real Error");
+    assert_eq!(text(&e, &["name"]), "B24Error");
+    assert!(!text(&e, &["stack"]).is_empty(), "with a stack");
+    e
+}
+
+pub fn length(v: &JsValue) -> u32 {
+    v.dyn_ref::<Array>().map(|a| a.length()).unwrap_or(u32::MAX)
 }
