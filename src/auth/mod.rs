@@ -60,3 +60,33 @@ impl Refresher for CallbackRefresher {
         .boxed_local()
     }
 }
+
+/// Asks the portal page for a fresh token (`refreshAuth`) over the frame channel.
+pub struct FrameRefresher {
+    pub channel: Rc<crate::frame::Channel>,
+    pub timeout_ms: f64,
+}
+
+impl Refresher for FrameRefresher {
+    fn refresh(&self) -> LocalBoxFuture<'static, Result<Token>> {
+        let (channel, timeout) = (self.channel.clone(), self.timeout_ms);
+        async move {
+            let v = channel
+                .request("refreshAuth", None, timeout)
+                .await
+                .map_err(|e| {
+                    failed(&["the portal did not refresh the token: ", &e.description].concat())
+                })?;
+            let access = field_str(&v, "AUTH_ID")
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| failed("the portal's refreshAuth answer has no AUTH_ID"))?;
+            let data = crate::js::platform::JsData(v);
+            let expires = crate::core::frame::expires_in::<crate::js::platform::WebPlatform>(&data);
+            Ok(Token {
+                access,
+                expires_at_ms: expiry(expires),
+            })
+        }
+        .boxed_local()
+    }
+}

@@ -172,7 +172,8 @@ impl<P: Platform> Client<P> {
         }
     }
 
-    async fn fresh_token(&self) -> Result<(String, u64)> {
+    /// The token to send, refreshed first when it is due.
+    pub async fn fresh_token(&self) -> Result<(String, u64)> {
         let now = self.platform.now_ms();
         if self.auth.due(now) {
             let (_, gen) = self.auth.current();

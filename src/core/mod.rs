@@ -8,6 +8,7 @@ pub mod client;
 pub mod consume;
 pub mod envelope;
 pub mod error;
+pub mod frame;
 pub mod journal;
 pub mod limiter;
 pub mod model;

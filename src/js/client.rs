@@ -243,9 +243,19 @@ pub fn run_batch(
 #[wasm_bindgen]
 pub struct Bitrix24 {
     client: Rc<WebClient>,
+    frame: Option<Rc<super::frame::FrameState>>,
 }
 
 impl Bitrix24 {
+    pub fn with_frame(mut self, frame: Rc<super::frame::FrameState>) -> Bitrix24 {
+        self.frame = Some(frame);
+        self
+    }
+
+    pub fn client_weak(&self) -> std::rc::Weak<WebClient> {
+        Rc::downgrade(&self.client)
+    }
+
     pub fn from_parts(
         opts: &JsValue,
         origin: Origin,
@@ -258,6 +268,7 @@ impl Bitrix24 {
         };
         Ok(Bitrix24 {
             client: Rc::new(Client::new(platform, cfg, Auth::new(token, refresher))),
+            frame: None,
         })
     }
 }
@@ -298,6 +309,20 @@ impl Bitrix24 {
             )
         };
         build().map_err(|e| js_error(&e))
+    }
+
+    /// The portal page hosting this app, for clients made by `fromFrame()`.
+    #[wasm_bindgen(getter)]
+    pub fn frame(&self) -> Option<super::frame::PortalFrame> {
+        self.frame.clone().map(super::frame::PortalFrame::new)
+    }
+
+    /// The current access token, refreshed first when it is about to run out: for handing to
+    /// the app's own backend. (It never appears in errors or logs; here the app asks for it.)
+    #[wasm_bindgen(js_name = accessToken, unchecked_return_type = "Promise<string>")]
+    pub fn access_token(&self) -> Promise {
+        let client = self.client.clone();
+        promise(async move { Ok(JsValue::from_str(&client.fresh_token().await?.0)) })
     }
 
     /// The portal's host (with a port when not the default).

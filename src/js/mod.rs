@@ -4,6 +4,7 @@
 pub mod client;
 pub mod convert;
 pub mod flow;
+pub mod frame;
 pub mod platform;
 pub mod queue;
 pub mod signal;

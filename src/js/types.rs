@@ -58,6 +58,23 @@ export interface TokenOptions extends ClientOptions {
 
 export interface SignalOptions { signal?: AbortSignal }
 
+export interface FrameOptions extends ClientOptions {
+  /** How long to wait for the portal's getInitData answer (default 5000 ms). */
+  timeoutMs?: number;
+}
+
+/** What the portal told the frame (getInitData), without the tokens. */
+export interface FrameContext {
+  domain: string;
+  lang: string;
+  memberId: string;
+  isAdmin: boolean;
+  install: boolean;
+  firstRun: boolean;
+  placement: string;
+  placementOptions: Record<string, unknown>;
+}
+
 export interface CallOptions extends SignalOptions {
   /** Whether repeating the call after an ambiguous failure is harmless (default: true for
    *  methods named *.get, *.list, *.fields and other reads). */

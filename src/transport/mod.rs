@@ -10,7 +10,7 @@ use web_sys::AbortSignal;
 #[wasm_bindgen(module = "/src/js/glue.js")]
 extern "C" {
     #[wasm_bindgen(js_name = sleep)]
-    fn sleep_promise(ms: f64, signal: Option<&AbortSignal>) -> js_sys::Promise;
+    fn sleep_promise_js(ms: f64, signal: Option<&AbortSignal>) -> js_sys::Promise;
 
     type Deadline;
     fn deadline(ms: f64, outer: Option<&AbortSignal>) -> Deadline;
@@ -22,9 +22,14 @@ extern "C" {
     fn done(this: &Deadline);
 }
 
+/// A promise that resolves with `true` after `ms`.
+pub fn sleep_promise(ms: f64) -> js_sys::Promise {
+    sleep_promise_js(ms, None)
+}
+
 /// Waits `ms`; `false` when the signal aborted first.
 pub async fn sleep(ms: f64, signal: Option<&AbortSignal>) -> bool {
-    JsFuture::from(sleep_promise(ms, signal))
+    JsFuture::from(sleep_promise_js(ms, signal))
         .await
         .ok()
         .and_then(|v| v.as_bool())

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod notify;
 pub mod oauth;
 pub mod params;
+pub mod portal;
 pub mod queue;
 pub mod rest;
 pub mod server;

@@ -138,10 +138,23 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             )),
         };
     }
+    if (path == "/portal" || path == "/portal/") && parts.method == Method::GET {
+        let mut resp = (StatusCode::OK, crate::portal::PAGE).into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return resp;
+    }
     if path == "/" && parts.method == Method::GET {
         return json_response(
             200,
-            &json!({ "emulator": "b24-emulator", "rest": format!("{}/rest/", shared.base_url()), "control": format!("{}/_emulator/", shared.base_url()) }),
+            &json!({
+                "emulator": "b24-emulator",
+                "rest": format!("{}/rest/", shared.base_url()),
+                "control": format!("{}/_emulator/", shared.base_url()),
+                "portal": format!("{}/portal/?app=URL", shared.base_url()),
+            }),
         );
     }
     error_response(&ApiError::new(

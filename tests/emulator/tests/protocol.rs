@@ -267,3 +267,32 @@ async fn cors_preflight_and_simple_requests() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["total"], json!(6));
 }
+
+#[tokio::test]
+async fn the_portal_page_is_served() {
+    let emu = Emu::start();
+    let resp = emu
+        .http
+        .get(format!(
+            "{}/portal/?app=http://localhost:9/app.html",
+            emu.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    let html = resp.text().await.unwrap();
+    // The page answers the frame protocol's commands and names the frame the portal's way.
+    for needle in [
+        "getInitData",
+        "refreshAuth",
+        "setTitle",
+        "resizeWindow",
+        "setInstallFinish",
+        "${domain}|${protocol}|${appSid}",
+        "/_emulator/token",
+    ] {
+        assert!(html.contains(needle), "{needle}");
+    }
+}

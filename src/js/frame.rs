@@ -1,0 +1,211 @@
+//! `Bitrix24.fromFrame()`: auth from the portal page that hosts the app's iframe, the placement
+//! context, and the frame commands apps use daily.
+
+use super::client::{promise, Bitrix24, WebClient};
+use super::convert::{js_error, opt_bool, opt_f64, options};
+use super::platform::{to_js, JsData, WebPlatform};
+use crate::auth::{expiry, FrameRefresher};
+use crate::core::auth::{Token, REFRESH_MARGIN_MS};
+use crate::core::error::{code, B24Error, Result};
+use crate::core::frame::{init_data, parse_window_name, same_portal, InitData};
+use crate::core::validate;
+use crate::frame::Channel;
+use js_sys::{Object, Promise, Reflect};
+use std::rc::{Rc, Weak};
+use wasm_bindgen::prelude::*;
+
+/// How long commands such as `setTitle` wait for an answer the portal may never send.
+const COMMAND_WAIT_MS: f64 = 1000.0;
+
+fn unavailable(why: &str) -> B24Error {
+    B24Error::new(code::FRAME_UNAVAILABLE, why)
+}
+
+/// The placement the app was opened in, and its line to the portal page.
+pub struct FrameState {
+    pub channel: Rc<Channel>,
+    pub init: InitData<JsData>,
+}
+
+/// The portal page hosting this app: placement context and frame commands.
+#[wasm_bindgen]
+pub struct PortalFrame {
+    state: Rc<FrameState>,
+}
+
+impl PortalFrame {
+    pub fn new(state: Rc<FrameState>) -> PortalFrame {
+        PortalFrame { state }
+    }
+
+    fn command(&self, name: &'static str, params: Option<JsValue>) -> Promise {
+        let state = self.state.clone();
+        promise(async move {
+            match state
+                .channel
+                .request(name, params.as_ref(), COMMAND_WAIT_MS)
+                .await
+            {
+                Ok(v) => Ok(v),
+                // The portal does not answer every command; not hearing back is not a failure.
+                Err(e) if e.description.contains("did not answer") => Ok(JsValue::UNDEFINED),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}
+
+#[wasm_bindgen]
+impl PortalFrame {
+    /// `PLACEMENT`, e.g. `CRM_DEAL_DETAIL_TAB` (`DEFAULT` for the app's own page).
+    #[wasm_bindgen(getter)]
+    pub fn placement(&self) -> String {
+        self.state.init.placement.clone()
+    }
+
+    /// `PLACEMENT_OPTIONS`, e.g. `{ ID: '42' }` for a deal tab.
+    #[wasm_bindgen(getter, js_name = placementOptions, unchecked_return_type = "Record<string, unknown>")]
+    pub fn placement_options(&self) -> JsValue {
+        self.state.init.placement_options.0.clone()
+    }
+
+    #[wasm_bindgen(getter)]
+    pub fn lang(&self) -> String {
+        self.state.init.lang.clone()
+    }
+
+    #[wasm_bindgen(getter, js_name = isAdmin)]
+    pub fn is_admin(&self) -> bool {
+        self.state.init.is_admin
+    }
+
+    #[wasm_bindgen(getter, js_name = memberId)]
+    pub fn member_id(&self) -> String {
+        self.state.init.member_id.clone()
+    }
+
+    /// The portal's host, as the frame protocol names it.
+    #[wasm_bindgen(getter)]
+    pub fn domain(&self) -> String {
+        self.state
+            .channel
+            .origin
+            .split("://")
+            .nth(1)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Whether the app is being installed (`INSTALL`).
+    #[wasm_bindgen(getter)]
+    pub fn installing(&self) -> bool {
+        self.state.init.install
+    }
+
+    /// The whole context as a plain object.
+    #[wasm_bindgen(js_name = toJSON, unchecked_return_type = "FrameContext")]
+    pub fn to_json(&self) -> JsValue {
+        to_js(&self.state.init)
+    }
+
+    #[wasm_bindgen(js_name = setTitle, unchecked_return_type = "Promise<void>")]
+    pub fn set_title(&self, title: String) -> Promise {
+        let p = Object::new();
+        let _ = Reflect::set(&p, &"title".into(), &JsValue::from_str(&title));
+        self.command("setTitle", Some(p.into()))
+    }
+
+    #[wasm_bindgen(js_name = resizeWindow, unchecked_return_type = "Promise<void>")]
+    pub fn resize_window(&self, width: f64, height: f64) -> Promise {
+        let p = Object::new();
+        let _ = Reflect::set(&p, &"width".into(), &JsValue::from_f64(width));
+        let _ = Reflect::set(&p, &"height".into(), &JsValue::from_f64(height));
+        self.command("resizeWindow", Some(p.into()))
+    }
+
+    /// Tells the portal the installation is finished.
+    #[wasm_bindgen(js_name = setInstallFinish, unchecked_return_type = "Promise<void>")]
+    pub fn set_install_finish(&self) -> Promise {
+        self.command("setInstallFinish", None)
+    }
+}
+
+/// Refreshes the token shortly before it runs out even when no call is made, so a token the
+/// app hands to its own backend stays valid. Stops when the client is gone.
+fn keep_alive(client: Weak<WebClient>) {
+    wasm_bindgen_futures::spawn_local(async move {
+        loop {
+            let wait = {
+                let Some(c) = client.upgrade() else { return };
+                match c.auth.expires_at_ms() {
+                    Some(t) => (t - REFRESH_MARGIN_MS - js_sys::Date::now()).max(5_000.0),
+                    None => return,
+                }
+            };
+            crate::transport::sleep(wait, None).await;
+            let Some(c) = client.upgrade() else { return };
+            let (_, generation) = c.auth.current();
+            if c.auth.due(js_sys::Date::now()) && c.auth.refresh(generation).await.is_err() {
+                crate::transport::sleep(30_000.0, None).await;
+            }
+        }
+    });
+}
+
+async fn connect(opts: JsValue) -> Result<Bitrix24> {
+    let timeout = match opt_f64(&opts, "timeoutMs")? {
+        Some(t) => validate::positive("timeoutMs", t)? as f64,
+        None => 5_000.0,
+    };
+    let window = web_sys::window().ok_or_else(|| {
+        unavailable("there is no window here (a worker?): use Bitrix24.withToken")
+    })?;
+    let parent = window.parent().ok().flatten();
+    let inside = parent
+        .map(|p| JsValue::from(p) != JsValue::from(window.clone()))
+        .unwrap_or(false);
+    if !inside {
+        return Err(unavailable("the page is not inside an iframe: open it from a Bitrix24 placement, or use Bitrix24.withToken"));
+    }
+    let name = window.name().unwrap_or_default();
+    let frame = parse_window_name(&name, opt_bool(&opts, "allowHttp")?.unwrap_or(false))?;
+    let channel = Channel::open(frame.origin.origin(), frame.app_sid.clone())?;
+    let data = channel.request("getInitData", None, timeout).await?;
+    let init = init_data(&WebPlatform { logger: None }, &JsData(data))?;
+    if !same_portal(&frame.origin, &init.domain) {
+        return Err(unavailable(
+            "the portal's init data names another domain than window.name",
+        ));
+    }
+    let token = Token {
+        access: init.access_token.clone(),
+        expires_at_ms: expiry(init.expires_in),
+    };
+    let refresher = Rc::new(FrameRefresher {
+        channel: channel.clone(),
+        timeout_ms: timeout,
+    });
+    let b24 = Bitrix24::from_parts(&opts, frame.origin, token, Some(refresher))?
+        .with_frame(Rc::new(FrameState { channel, init }));
+    keep_alive(b24.client_weak());
+    Ok(b24)
+}
+
+#[wasm_bindgen]
+impl Bitrix24 {
+    /// A client whose token comes from the portal page hosting this iframe (`getInitData`),
+    /// refreshed through it (`refreshAuth`). Rejects quickly with `FRAME_UNAVAILABLE` outside
+    /// a portal (no parent, no app sid, an origin it may not talk to, no answer in time).
+    #[wasm_bindgen(js_name = fromFrame, unchecked_return_type = "Promise<Bitrix24>")]
+    pub fn from_frame(
+        #[wasm_bindgen(js_name = options, unchecked_optional_param_type = "FrameOptions")] options_: Option<JsValue>,
+    ) -> Promise {
+        wasm_bindgen_futures::future_to_promise(async move {
+            let opts = options(options_.as_ref(), "options").map_err(|e| js_error(&e))?;
+            connect(opts)
+                .await
+                .map(JsValue::from)
+                .map_err(|e| js_error(&e))
+        })
+    }
+}
