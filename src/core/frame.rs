@@ -5,7 +5,7 @@
 use super::error::{code, B24Error, Result};
 use super::origin::Origin;
 use super::platform::Platform;
-use super::read::{field_number, field_text, flag};
+use super::read::{field_number, field_text, field_uint, flag};
 
 /// Answers longer than this are refused (for that request only).
 pub const MAX_ANSWER: usize = 1 << 20;
@@ -167,10 +167,11 @@ pub fn init_data<P: Platform>(platform: &P, v: &P::Data) -> Result<InitData<P::D
     })
 }
 
-/// `AUTH_EXPIRES`, seconds of life left (number or text).
+/// `AUTH_EXPIRES`, whole seconds of life left (a number or decimal text; never parsed as a
+/// float, which would pull the float parser into the wasm).
 pub fn expires_in<P: Platform>(v: &P::Data) -> Option<f64> {
     field_number::<P>(v, "AUTH_EXPIRES")
-        .or_else(|| field_text::<P>(v, "AUTH_EXPIRES").and_then(|t| t.trim().parse().ok()))
+        .or_else(|| field_uint::<P>(v, "AUTH_EXPIRES").map(|n| n as f64))
 }
 
 /// The portal the frame names and the one the init data names must be the same host.
