@@ -129,7 +129,8 @@ pub struct Progress {
     pub parked: u64,
     /// Error-queue events given up after the retry policy's attempts.
     pub dead: u64,
-    /// Events handed over more than once (the same row id) during this run.
+    /// Events handed over more than once (the same row id) during this run, deliberate retries
+    /// from the error queue not counted.
     pub duplicates: u64,
     /// Events in the queue when the run started, less those settled since (an estimate: new
     /// changes keep arriving).
@@ -457,8 +458,11 @@ impl<P: Platform> Run<'_, P> {
             } else {
                 p.reserved += n;
             }
-            let mut seen = self.seen.borrow_mut();
-            p.duplicates += batch.events.iter().filter(|e| !seen.insert(e.id)).count() as u64;
+            // A row handed over again from the error queue is a deliberate retry, not a duplicate.
+            if !batch.error {
+                let mut seen = self.seen.borrow_mut();
+                p.duplicates += batch.events.iter().filter(|e| !seen.insert(e.id)).count() as u64;
+            }
         }
         let all = batch.message_ids();
         let failed: Vec<String> = match self.handler.handle(&batch).await {

@@ -56,12 +56,16 @@ export function asyncIterable(next) {
 /**
  * Runs `run` (which returns a promise) holding the Web Lock `name`, so that one consumer per
  * queue runs across the tabs of a browser. Where the Web Locks API is missing (Node, old
- * browsers) or `exclusive` is false, it just runs.
+ * browsers) or refused (a third-party frame without storage access), or `exclusive` is false,
+ * it just runs.
  */
 export function withLock(name, signal, exclusive, run) {
   const locks = typeof navigator !== 'undefined' && navigator.locks;
   if (!exclusive || !locks || typeof locks.request !== 'function') return run();
-  return locks.request(name, signal ? { signal } : {}, () => run());
+  let started = false;
+  return locks.request(name, signal ? { signal } : {}, () => { started = true; return run(); })
+    // A third-party iframe whose storage is blocked may be refused the lock: run without it.
+    .catch((e) => (!started && e && e.name === 'SecurityError' ? run() : Promise.reject(e)));
 }
 
 /** Calls `fn(...args)` and always returns a promise (a throw becomes a rejection). */

@@ -232,7 +232,9 @@ export interface ConsumeProgress {
   failed: number;
   parked: number;
   dead: number;
+  /** Rows handed over twice in this run (retries from the error queue not counted). */
   duplicates: number;
+  /** Estimated: events in the queue at the start less those settled since. */
   remaining?: number;
   unsettled: number;
 }

@@ -16,12 +16,13 @@ function resolve(path) {
   return join(www, clean === '/' ? 'index.html' : clean);
 }
 
-/** Serves on `host:port` (0 = any free port); resolves with the server and its base URL. */
-export function serve(host = '127.0.0.1', port = 0) {
+/** Serves on `host:port` (0 = any free port); resolves with the server and its base URL.
+ *  Without `dir`, it serves www/ with the package under /pkg/; with `dir`, that directory. */
+export function serve(host = '127.0.0.1', port = 0, dir = null) {
   const server = createServer(async (req, res) => {
     const path = new URL(req.url, 'http://x').pathname;
     try {
-      const file = resolve(path);
+      const file = dir ? join(dir, normalize(decodeURIComponent(path)).replace(/^(\.\.[/\\])+/, '') + (path.endsWith('/') ? 'index.html' : '')) : resolve(path);
       const body = await readFile(file);
       res.writeHead(200, { 'content-type': TYPES[extname(file)] || 'application/octet-stream', 'cache-control': 'no-store' });
       res.end(body);

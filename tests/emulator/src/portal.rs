@@ -20,10 +20,10 @@ pub const PAGE: &str = r##"<!doctype html>
   main { display: grid; grid-template-columns: 1fr 320px; gap: 16px; padding: 16px; }
   .card { background: #fff; border-radius: 8px; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
   #title { padding: 10px 14px; border-bottom: 1px solid #e6e9eb; font-weight: 600; }
-  #app { width: 100%; height: 640px; border: 0; display: block; border-radius: 0 0 8px 8px; }
+  #app { width: 100%; height: 820px; border: 0; display: block; border-radius: 0 0 8px 8px; }
   aside { padding: 12px 14px; }
   aside h3 { margin: 0 0 8px; font-size: 13px; text-transform: uppercase; color: #8a949c; }
-  #log { list-style: none; margin: 0; padding: 0; font: 12px/1.5 ui-monospace, monospace; max-height: 560px; overflow: auto; }
+  #log { list-style: none; margin: 0; padding: 0; font: 12px/1.5 ui-monospace, monospace; max-height: 760px; overflow: auto; }
   #log li { border-bottom: 1px dashed #eef0f1; padding: 3px 0; word-break: break-all; }
   #third { display: none; }
 </style>

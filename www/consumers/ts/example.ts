@@ -1,0 +1,41 @@
+// A TypeScript consumer, type-checked with `tsc --strict`: the package's .d.ts must describe
+// every export precisely enough for this to compile (and it has no `any` to hide behind).
+import init, { Bitrix24, B24Error, type OfflineEvent, type ConsumeSummary, type ListPage } from 'b24-offline';
+
+export async function run(domain: string, accessToken: string): Promise<number> {
+  await init();
+  const b24: Bitrix24 = Bitrix24.withToken({
+    domain,
+    accessToken,
+    expiresIn: 3600,
+    refresh: async ({ refreshToken }) => ({ accessToken: refreshToken ?? '', expiresIn: 3600 }),
+    limits: { burst: 50, drainPerSec: 2 },
+    logger: (level, message) => console.log(level, message),
+  });
+  const q = b24.offline({ connector: 'erp', store: 'memory' });
+  const features = await q.features();
+  if (!features.extended) return 0;
+  await q.bind(['ONCRMDEALUPDATE']);
+  const page: ListPage = await q.list({ filter: { '>ID': 0, ERROR: 0 }, order: { ID: 'ASC' } });
+  const first: OfflineEvent | undefined = page.events[0];
+  const id: number | undefined = first?.id;
+  const r = await q.reserve({ limit: 10 });
+  await r.ack(r.events.map((e) => e.messageId));
+  const summary: ConsumeSummary = await q.consume(
+    async (events, ctx) => (ctx.fromErrorQueue ? undefined : { failed: events.filter((e) => e.name === 'X').map((e) => e.messageId) }),
+    { limit: 50, errors: { retries: 3 }, onProgress: (p) => console.log(p.acked, p.remaining ?? 0) },
+  );
+  const deal: unknown = await b24.call('crm.deal.get', { id: id ?? 1 });
+  const batch = await b24.batch({ a: ['crm.deal.get', { id: 1 }] }, { halt: true });
+  if (!batch.ok) {
+    const e: B24Error = batch.errors['a'];
+    console.log(e.code, e.status, e.retryable, deal);
+  }
+  try {
+    await b24.call('crm.deal.get');
+  } catch (e) {
+    if (e instanceof B24Error && e.code === 'QUERY_LIMIT_EXCEEDED') return -1;
+  }
+  const stats = b24.stats();
+  return summary.acked + stats.requests;
+}

@@ -1,0 +1,75 @@
+// Assembles the npm package in pkg/ from wasm-pack's three outputs (web, bundler, nodejs in
+// target/pkg-*/) and pkg-template/, the way tiktoken post-processes its build:
+// - each target's entry exports B24Error (defined in src/js/glue.js, copied by wasm-bindgen
+//   into snippets/); the Node build gets that snippet as CommonJS;
+// - every .d.ts is hand-corrected: raw wasm exports typed `unknown` instead of `any` (the build
+//   fails if an `any` is left in a type position), and the lib of `Symbol.dispose` referenced;
+// - package.json gets the crate's version; node/ is CommonJS with an ESM wrapper.
+// Usage: node www/tools/package.mjs VERSION
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const version = process.argv[2];
+if (!version) throw new Error('usage: package.mjs VERSION');
+const out = join(root, 'pkg');
+const NAME = 'b24_offline';
+const TARGETS = [['web', 'pkg-web'], ['bundler', 'pkg-bundler'], ['node', 'pkg-nodejs']];
+
+function find(dir, file) {
+  for (const entry of readdirSync(dir)) {
+    const path = join(dir, entry);
+    if (statSync(path).isDirectory()) {
+      const hit = find(path, file);
+      if (hit) return hit;
+    } else if (entry === file) return path;
+  }
+  return null;
+}
+
+function fixTypes(path) {
+  let dts = readFileSync(path, 'utf8').replace(/\bany\b(?=\s*[;,)\]=|])/g, 'unknown');
+  // The classes declare [Symbol.dispose]: bring its lib along rather than require `esnext`.
+  if (dts.includes('Symbol.dispose') && !dts.includes('esnext.disposable')) dts = '/// <reference lib="esnext.disposable" />\n' + dts;
+  const code = dts.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
+  const left = code.split('\n').filter((l) => /\bany\b/.test(l));
+  if (left.length) throw new Error(`${path} still has 'any':\n${left.join('\n')}`);
+  writeFileSync(path, dts);
+}
+
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out);
+for (const [dir, built] of TARGETS) {
+  const from = join(root, 'target', built);
+  const to = join(out, dir);
+  cpSync(from, to, { recursive: true, filter: (p) => !/(package\.json|README\.md|\.gitignore)$/.test(p) || p === from });
+  for (const junk of ['package.json', 'README.md', '.gitignore']) rmSync(join(to, junk), { force: true });
+  const glue = find(join(to, 'snippets'), 'glue.js');
+  if (!glue) throw new Error(`no snippets/**/glue.js in ${to}`);
+  const rel = './' + relative(to, glue);
+  const entry = join(to, `${NAME}.js`);
+  if (dir === 'node') {
+    // wasm-bindgen's nodejs output is CommonJS and require()s the snippet: make it CommonJS too.
+    const src = readFileSync(glue, 'utf8');
+    const names = [...src.matchAll(/^export (?:class|function) (\w+)/gm)].map((m) => m[1]);
+    writeFileSync(glue, src.replace(/^export (class|function) /gm, '$1 ') + `\nmodule.exports = { ${names.join(', ')} };\n`);
+    writeFileSync(entry, readFileSync(entry, 'utf8') + `\nmodule.exports.B24Error = require(${JSON.stringify(rel)}).B24Error;\n`);
+    writeFileSync(join(to, 'package.json'), JSON.stringify({ type: 'commonjs' }, null, 2) + '\n');
+    const exported = [...readFileSync(join(to, `${NAME}.d.ts`), 'utf8').matchAll(/^export (?:declare )?(?:class|function) (\w+)/gm)].map((m) => m[1]);
+    const names2 = [...new Set([...exported, 'B24Error'])].filter((n) => !n.startsWith('__'));
+    writeFileSync(join(to, 'index.mjs'), `// ESM entry for Node: the CommonJS build, re-exported.\nimport lib from './${NAME}.js';\nexport const { ${names2.join(', ')} } = lib;\n`);
+    writeFileSync(join(to, 'index.d.mts'), `export * from './${NAME}.js';\n`);
+  } else {
+    writeFileSync(entry, readFileSync(entry, 'utf8') + `export { B24Error } from ${JSON.stringify(rel)};\n`);
+  }
+  fixTypes(join(to, `${NAME}.d.ts`));
+}
+const pkg = JSON.parse(readFileSync(join(root, 'pkg-template/package.json'), 'utf8'));
+pkg.version = version;
+writeFileSync(join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
+for (const f of ['README.md', 'LICENSE']) cpSync(join(root, 'pkg-template', f), join(out, f));
+for (const target of Object.values(pkg.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e).flatMap((v) => (typeof v === 'string' ? [v] : Object.values(v)))))) {
+  if (!existsSync(join(out, target))) throw new Error(`exports points at a missing file: ${target}`);
+}
+console.log(`package: pkg/ b24-offline@${version} (web, bundler, node)`);
