@@ -5,18 +5,20 @@ use super::convert::{
     async_iterable, field, opt_f64, opt_numbers, opt_signal, opt_str, opt_strings, opt_tree,
     options, req_str, strings,
 };
-use super::platform::to_js;
+use super::platform::{to_js, WebPlatform};
 use crate::core::args::Tree;
 use crate::core::error::{B24Error, Result};
 use crate::core::journal::Journal;
 use crate::core::model::Features;
 use crate::core::offline::{GetArgs, ListArgs, Queue, Selection};
 use crate::core::validate;
+use futures_util::future::LocalBoxFuture;
 use js_sys::{Object, Promise, Reflect};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
+use web_sys::AbortSignal;
 
 #[wasm_bindgen]
 pub struct OfflineQueue {
@@ -53,6 +55,29 @@ impl OfflineQueue {
 
     fn parts(&self) -> (Rc<WebClient>, Option<String>) {
         (self.client.clone(), self.connector.clone())
+    }
+
+    /// A queue method as a Promise: reads the options object and its `signal`, and hands both
+    /// to `f` with this queue's calls.
+    fn run<F>(&self, opts: Option<JsValue>, f: F) -> Promise
+    where
+        F: for<'q> FnOnce(
+                &'q Queue<'q, WebPlatform>,
+                JsValue,
+                Option<AbortSignal>,
+            ) -> LocalBoxFuture<'q, Result<JsValue>>
+            + 'static,
+    {
+        let (client, connector) = self.parts();
+        promise(async move {
+            let opts = options(opts.as_ref(), "options")?;
+            let signal = opt_signal(&opts)?;
+            let q = Queue {
+                client: &client,
+                connector: connector.as_deref(),
+            };
+            f(&q, opts, signal).await
+        })
     }
 }
 
@@ -111,18 +136,13 @@ impl OfflineQueue {
         &self,
         #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
         let cache = self.features.clone();
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let signal = opt_signal(&opts)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            let f = q.features(signal.as_ref()).await?;
-            cache.set(Some(f));
-            Ok(to_js(&f))
+        self.run(opts, move |q, _, signal| {
+            Box::pin(async move {
+                let f = q.features(signal.as_ref()).await?;
+                cache.set(Some(f));
+                Ok(to_js(&f))
+            })
         })
     }
 
@@ -133,24 +153,20 @@ impl OfflineQueue {
         #[wasm_bindgen(unchecked_param_type = "string | string[]")] events: JsValue,
         #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let events = strings(&events, "events")?;
-            let signal = opt_signal(&opts)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            let bound = q.bind(&events, signal.as_ref()).await?;
-            let out = js_sys::Array::new();
-            for (event, created) in bound {
-                let o = Object::new();
-                let _ = Reflect::set(&o, &"event".into(), &JsValue::from_str(&event));
-                let _ = Reflect::set(&o, &"created".into(), &JsValue::from_bool(created));
-                out.push(&o);
-            }
-            Ok(out.into())
+        self.run(opts, move |q, _, signal| {
+            Box::pin(async move {
+                let bound = q
+                    .bind(&strings(&events, "events")?, signal.as_ref())
+                    .await?;
+                let out = js_sys::Array::new();
+                for (event, created) in bound {
+                    let o = Object::new();
+                    let _ = Reflect::set(&o, &"event".into(), &JsValue::from_str(&event));
+                    let _ = Reflect::set(&o, &"created".into(), &JsValue::from_bool(created));
+                    out.push(&o);
+                }
+                Ok(out.into())
+            })
         })
     }
 
@@ -161,16 +177,12 @@ impl OfflineQueue {
         event: String,
         #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let signal = opt_signal(&options(opts.as_ref(), "options")?)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            Ok(JsValue::from_f64(
-                q.unbind(&event, signal.as_ref()).await? as f64,
-            ))
+        self.run(opts, move |q, _, signal| {
+            Box::pin(async move {
+                Ok(JsValue::from_f64(
+                    q.unbind(&event, signal.as_ref()).await? as f64,
+                ))
+            })
         })
     }
 
@@ -180,14 +192,8 @@ impl OfflineQueue {
         &self,
         #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let signal = opt_signal(&options(opts.as_ref(), "options")?)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            Ok(to_js(&q.bindings(signal.as_ref()).await?))
+        self.run(opts, |q, _, signal| {
+            Box::pin(async move { Ok(to_js(&q.bindings(signal.as_ref()).await?)) })
         })
     }
 
@@ -198,18 +204,13 @@ impl OfflineQueue {
         handler: String,
         #[wasm_bindgen(unchecked_optional_param_type = "NotifyOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let signal = opt_signal(&opts)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            Ok(JsValue::from_bool(
-                q.notify_at(&handler, opt_f64(&opts, "minTimeout")?, signal.as_ref())
-                    .await?,
-            ))
+        self.run(opts, move |q, opts, signal| {
+            Box::pin(async move {
+                Ok(JsValue::from_bool(
+                    q.notify_at(&handler, opt_f64(&opts, "minTimeout")?, signal.as_ref())
+                        .await?,
+                ))
+            })
         })
     }
 
@@ -220,16 +221,12 @@ impl OfflineQueue {
         handler: String,
         #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let signal = opt_signal(&options(opts.as_ref(), "options")?)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            Ok(JsValue::from_f64(
-                q.stop_notify(&handler, signal.as_ref()).await? as f64,
-            ))
+        self.run(opts, move |q, _, signal| {
+            Box::pin(async move {
+                Ok(JsValue::from_f64(
+                    q.stop_notify(&handler, signal.as_ref()).await? as f64,
+                ))
+            })
         })
     }
 
@@ -239,15 +236,8 @@ impl OfflineQueue {
         &self,
         #[wasm_bindgen(unchecked_optional_param_type = "ListOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let signal = opt_signal(&opts)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            Ok(to_js(&q.list(&list_args(&opts)?, signal.as_ref()).await?))
+        self.run(opts, |q, opts, signal| {
+            Box::pin(async move { Ok(to_js(&q.list(&list_args(&opts)?, signal.as_ref()).await?)) })
         })
     }
 
@@ -345,31 +335,26 @@ impl OfflineQueue {
         &self,
         #[wasm_bindgen(unchecked_optional_param_type = "GetOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let args = GetArgs {
-                filter: opt_tree(&opts, "filter")?,
-                order: opt_tree(&opts, "order")?,
-                limit: opt_f64(&opts, "limit")?,
-                clear: super::convert::opt_bool(&opts, "clear")?.unwrap_or(false),
-                process_id: opt_str(&opts, "processId")?,
-                error: super::convert::opt_bool(&opts, "error")?.unwrap_or(false),
-            };
-            let signal = opt_signal(&opts)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            let taken = q.get(&args, signal.as_ref()).await?;
-            let out = Object::new();
-            let pid = taken
-                .process_id
-                .map(|p| JsValue::from_str(&p))
-                .unwrap_or(JsValue::NULL);
-            let _ = Reflect::set(&out, &"processId".into(), &pid);
-            let _ = Reflect::set(&out, &"events".into(), &to_js(&taken.events));
-            Ok(out.into())
+        self.run(opts, |q, opts, signal| {
+            Box::pin(async move {
+                let args = GetArgs {
+                    filter: opt_tree(&opts, "filter")?,
+                    order: opt_tree(&opts, "order")?,
+                    limit: opt_f64(&opts, "limit")?,
+                    clear: super::convert::opt_bool(&opts, "clear")?.unwrap_or(false),
+                    process_id: opt_str(&opts, "processId")?,
+                    error: super::convert::opt_bool(&opts, "error")?.unwrap_or(false),
+                };
+                let taken = q.get(&args, signal.as_ref()).await?;
+                let out = Object::new();
+                let pid = taken
+                    .process_id
+                    .map(|p| JsValue::from_str(&p))
+                    .unwrap_or(JsValue::NULL);
+                let _ = Reflect::set(&out, &"processId".into(), &pid);
+                let _ = Reflect::set(&out, &"events".into(), &to_js(&taken.events));
+                Ok(out.into())
+            })
         })
     }
 
@@ -379,31 +364,26 @@ impl OfflineQueue {
         &self,
         #[wasm_bindgen(unchecked_param_type = "ClearOptions")] opts: JsValue,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let opts = options(Some(&opts), "options")?;
-            let pid = req_str(&opts, "processId")?;
-            let selection = match (
-                opt_strings(&opts, "messageIds")?,
-                opt_numbers(&opts, "ids")?,
-            ) {
-                (Some(_), Some(_)) => {
-                    return Err(B24Error::invalid(
-                        "messageIds",
-                        "give messageIds or ids, not both",
-                    ))
-                }
-                (Some(m), None) => Selection::MessageIds(m),
-                (None, Some(i)) => Selection::Ids(i),
-                (None, None) => Selection::All,
-            };
-            let signal = opt_signal(&opts)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            q.clear(&pid, &selection, signal.as_ref()).await?;
-            Ok(JsValue::UNDEFINED)
+        self.run(Some(opts), |q, opts, signal| {
+            Box::pin(async move {
+                let pid = req_str(&opts, "processId")?;
+                let selection = match (
+                    opt_strings(&opts, "messageIds")?,
+                    opt_numbers(&opts, "ids")?,
+                ) {
+                    (Some(_), Some(_)) => {
+                        return Err(B24Error::invalid(
+                            "messageIds",
+                            "give messageIds or ids, not both",
+                        ))
+                    }
+                    (Some(m), None) => Selection::MessageIds(m),
+                    (None, Some(i)) => Selection::Ids(i),
+                    (None, None) => Selection::All,
+                };
+                q.clear(&pid, &selection, signal.as_ref()).await?;
+                Ok(JsValue::UNDEFINED)
+            })
         })
     }
 
@@ -413,19 +393,14 @@ impl OfflineQueue {
         &self,
         #[wasm_bindgen(unchecked_param_type = "ErrorOptions")] opts: JsValue,
     ) -> Promise {
-        let (client, connector) = self.parts();
-        promise(async move {
-            let opts = options(Some(&opts), "options")?;
-            let pid = req_str(&opts, "processId")?;
-            let ids = opt_strings(&opts, "messageIds")?
-                .ok_or_else(|| B24Error::invalid("messageIds", "is required"))?;
-            let signal = opt_signal(&opts)?;
-            let q = Queue {
-                client: &client,
-                connector: connector.as_deref(),
-            };
-            q.error(&pid, &ids, signal.as_ref()).await?;
-            Ok(JsValue::UNDEFINED)
+        self.run(Some(opts), |q, opts, signal| {
+            Box::pin(async move {
+                let pid = req_str(&opts, "processId")?;
+                let ids = opt_strings(&opts, "messageIds")?
+                    .ok_or_else(|| B24Error::invalid("messageIds", "is required"))?;
+                q.error(&pid, &ids, signal.as_ref()).await?;
+                Ok(JsValue::UNDEFINED)
+            })
         })
     }
 
