@@ -126,24 +126,14 @@ pub fn run_call(
         if !page {
             return Ok(result);
         }
+        let number = |n: Option<u64>| {
+            n.map(|t| JsValue::from_f64(t as f64))
+                .unwrap_or(JsValue::UNDEFINED)
+        };
         let out = Object::new();
         let _ = Reflect::set(&out, &"result".into(), &result);
-        let _ = Reflect::set(
-            &out,
-            &"total".into(),
-            &reply
-                .total
-                .map(|t| JsValue::from_f64(t as f64))
-                .unwrap_or(JsValue::UNDEFINED),
-        );
-        let _ = Reflect::set(
-            &out,
-            &"next".into(),
-            &reply
-                .next
-                .map(|t| JsValue::from_f64(t as f64))
-                .unwrap_or(JsValue::UNDEFINED),
-        );
+        let _ = Reflect::set(&out, &"total".into(), &number(reply.total));
+        let _ = Reflect::set(&out, &"next".into(), &number(reply.next));
         Ok(out.into())
     })
 }
