@@ -354,13 +354,14 @@ impl<P: Platform> Flow<'_, P> {
         Ok((stranded, young))
     }
 
-    /// Every reservation left unfinished: the journal's, and stranded ones found by a sweep.
+    /// Every reservation left unfinished: the journal's, and stranded ones found by a sweep;
+    /// with how many reservations of unknown owner are not old enough yet to count as stranded.
     pub async fn recoverable(
         &self,
         stranded_after_ms: f64,
         busy: &[String],
         signal: Option<&P::Signal>,
-    ) -> Result<Vec<Batch<P::Data>>> {
+    ) -> Result<(Vec<Batch<P::Data>>, usize)> {
         let mut out = Vec::new();
         let mut pids: Vec<(String, bool)> = self
             .journal
@@ -371,14 +372,15 @@ impl<P: Platform> Flow<'_, P> {
             .map(|e| (e.process_id.clone(), e.error))
             .collect();
         pids.retain(|(pid, _)| !busy.contains(pid));
-        pids.extend(self.sweep(stranded_after_ms, busy, signal).await?.0);
+        let (stranded, young) = self.sweep(stranded_after_ms, busy, signal).await?;
+        pids.extend(stranded);
         for (pid, error) in pids {
             let batch = self.reselect(&pid, error, signal).await?;
             if !batch.events.is_empty() {
                 out.push(batch);
             }
         }
-        Ok(out)
+        Ok((out, young))
     }
 }
 
@@ -607,11 +609,12 @@ impl<P: Platform> Run<'_, P> {
                 .chain(self.handled.borrow().iter())
                 .cloned()
                 .collect();
-            for batch in self
+            let (batches, young) = self
                 .flow
                 .recoverable(self.opts.stranded_after_ms, &skip, self.signal)
-                .await?
-            {
+                .await?;
+            let found = !batches.is_empty();
+            for batch in batches {
                 if self.aborted() {
                     return Ok(());
                 }
@@ -620,12 +623,9 @@ impl<P: Platform> Run<'_, P> {
             if self.lost.get() == 0 || self.aborted() {
                 return Ok(());
             }
-            let busy = self.busy.borrow().clone();
-            let (stranded, young) = self
-                .flow
-                .sweep(self.opts.stranded_after_ms, &busy, self.signal)
-                .await?;
-            if stranded.is_empty() && young == 0 {
+            // The sweep just made says whether rows of unknown owner are still waiting to
+            // count as stranded; a round that found some goes round once more to be sure.
+            if !found && young == 0 {
                 self.lost.set(0);
                 return Ok(());
             }

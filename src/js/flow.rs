@@ -382,7 +382,7 @@ impl OfflineQueue {
                 .unwrap_or(STRANDED_AFTER_MS);
             let signal = opt_signal(&opts)?;
             parts.extended(signal.as_ref()).await?;
-            let batches = parts.flow().recoverable(age, &[], signal.as_ref()).await?;
+            let (batches, _) = parts.flow().recoverable(age, &[], signal.as_ref()).await?;
             Ok(batches
                 .into_iter()
                 .map(|b| JsValue::from(Reservation::new(parts.clone(), b)))
