@@ -10,6 +10,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// `TIMESTAMP_X` rather than assume UTC.
 pub const PORTAL_UTC_OFFSET_S: i32 = 3 * 3600;
 
+/// How far the clock may be moved forward: a century, far more than any test needs (the
+/// 30-day expiry job), far less than what would overflow a millisecond count.
+pub const MAX_OFFSET_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
+
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_ms: AtomicI64,
@@ -22,11 +26,18 @@ impl Clock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        wall + self.offset_ms.load(Ordering::Relaxed)
+        wall.saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
-    pub fn advance_ms(&self, ms: i64) {
-        self.offset_ms.fetch_add(ms, Ordering::Relaxed);
+    /// Moves the clock forward by `ms`; refused (false) when that would take it past
+    /// [`MAX_OFFSET_MS`], so every time computed from the clock stays far from overflowing.
+    pub fn advance_ms(&self, ms: i64) -> bool {
+        self.offset_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                o.checked_add(ms)
+                    .filter(|n| (0..=MAX_OFFSET_MS).contains(n))
+            })
+            .is_ok()
     }
 
     pub fn offset_ms(&self) -> i64 {

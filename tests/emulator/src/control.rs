@@ -57,6 +57,7 @@ pub fn handle(
             Ok(json!({ "rules": [] }))
         }
         ("stats", "GET") => Ok(stats(shared)),
+        ("trap", "GET") => Ok(json!({ "requests": shared.lock().trapped.clone() })),
         ("cert", "GET") => Ok(json!({ "pem": crate::server::certificate_pem() })),
         _ => return None,
     })
@@ -210,12 +211,17 @@ fn clock(shared: &Arc<Shared>) -> Value {
 }
 
 fn advance(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
+    let limit = crate::clock::MAX_OFFSET_MS as f64 / 1000.0;
     let s = body
         .get("advance_s")
         .and_then(Value::as_f64)
-        .filter(|s| *s >= 0.0)
-        .ok_or_else(|| bad("'advance_s' must be a number >= 0"))?;
-    shared.clock.advance_ms((s * 1000.0).round() as i64);
+        .filter(|s| (0.0..=limit).contains(s))
+        .ok_or_else(|| bad("'advance_s' must be a number of seconds from 0 to a century"))?;
+    if !shared.clock.advance_ms((s * 1000.0).round() as i64) {
+        return Err(bad(
+            "the clock cannot be moved more than a century ahead in all",
+        ));
+    }
     let now = shared.clock.now_ms();
     daily_jobs(&mut shared.lock(), now);
     Ok(clock(shared))

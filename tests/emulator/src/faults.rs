@@ -5,9 +5,12 @@
 use crate::error::ApiError;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The longest injected delay: ten minutes outlasts any client timeout worth testing.
+const MAX_DELAY_MS: u64 = 600_000;
+
+#[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Http500,
     Html502,
@@ -16,6 +19,17 @@ pub enum Kind {
     QueryLimit,
     ExpiredToken,
     MalformedJson,
+    /// Answers with a redirect (a renamed portal, a hijacked proxy): `status` to `location`.
+    Redirect {
+        status: u16,
+        location: String,
+    },
+    /// The method runs, then its answer's first `count` event rows get these fields (a portal
+    /// or proxy bug: `MESSAGE_ID: null`, `ID: "x"`, ...). Always applied to the answer.
+    CorruptRows {
+        fields: Map<String, Value>,
+        count: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,11 +69,50 @@ fn bad(why: &str) -> ApiError {
 fn parse_kind(rule: &Value) -> Result<Kind, ApiError> {
     let delay = |v: Option<&Value>| {
         v.and_then(Value::as_u64)
-            .ok_or_else(|| bad("delay_ms needs a number of milliseconds"))
+            .filter(|ms| *ms <= MAX_DELAY_MS)
+            .ok_or_else(|| bad("delay_ms needs a number of milliseconds, at most 600000"))
     };
     match rule.get("kind") {
         Some(Value::Object(o)) if o.contains_key("delay_ms") => {
             Ok(Kind::Delay(delay(o.get("delay_ms"))?))
+        }
+        Some(Value::Object(o)) if o.contains_key("redirect") => {
+            let location = o
+                .get("redirect")
+                .and_then(Value::as_str)
+                .filter(|l| !l.is_empty() && !l.contains(['\r', '\n']))
+                .ok_or_else(|| bad("redirect needs a location URL"))?;
+            let status = match o.get("status") {
+                None | Some(Value::Null) => 307,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|s| [301, 302, 303, 307, 308].contains(s))
+                    .ok_or_else(|| bad("a redirect status is 301, 302, 303, 307 or 308"))?
+                    as u16,
+            };
+            Ok(Kind::Redirect {
+                status,
+                location: location.to_string(),
+            })
+        }
+        Some(Value::Object(o)) if o.contains_key("corrupt_rows") => {
+            let fields = o
+                .get("corrupt_rows")
+                .and_then(Value::as_object)
+                .filter(|f| !f.is_empty())
+                .ok_or_else(|| bad("corrupt_rows needs an object of fields to set"))?;
+            let count = match o.get("count") {
+                None | Some(Value::Null) => 1,
+                Some(v) => {
+                    v.as_u64()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| bad("count must be 1..1000"))? as usize
+                }
+            };
+            Ok(Kind::CorruptRows {
+                fields: fields.clone(),
+                count,
+            })
         }
         Some(Value::String(k)) => Ok(match k.as_str() {
             "http_500" => Kind::Http500,
@@ -76,7 +129,7 @@ fn parse_kind(rule: &Value) -> Result<Kind, ApiError> {
 }
 
 impl Kind {
-    fn name(self) -> Value {
+    fn name(&self) -> Value {
         match self {
             Kind::Http500 => json!("http_500"),
             Kind::Html502 => json!("html_502"),
@@ -85,6 +138,32 @@ impl Kind {
             Kind::QueryLimit => json!("query_limit"),
             Kind::ExpiredToken => json!("expired_token"),
             Kind::MalformedJson => json!("malformed_json"),
+            Kind::Redirect { status, location } => {
+                json!({ "redirect": location, "status": status })
+            }
+            Kind::CorruptRows { fields, count } => {
+                json!({ "corrupt_rows": fields, "count": count })
+            }
+        }
+    }
+}
+
+/// Sets `fields` on the first `count` rows of an answer: `result.events` of
+/// `event.offline.get`, or `result` itself when it is a list (`event.offline.list`).
+pub fn corrupt_rows(body: &mut Value, fields: &Map<String, Value>, count: usize) {
+    let result = &mut body["result"];
+    let rows = match result.get_mut("events") {
+        Some(Value::Array(rows)) => rows,
+        _ => match result {
+            Value::Array(rows) => rows,
+            _ => return,
+        },
+    };
+    for row in rows.iter_mut().take(count) {
+        if let Value::Object(r) = row {
+            for (k, v) in fields {
+                r.insert(k.clone(), v.clone());
+            }
         }
     }
 }
@@ -126,9 +205,16 @@ impl Faults {
                 .and_then(Value::as_str)
                 .map(|m| m.to_ascii_lowercase())
                 .filter(|m| m != "*");
+            let kind = parse_kind(r)?;
+            // Corrupting rows needs the answer: such a rule always acts after the method ran.
+            let phase = if matches!(kind, Kind::CorruptRows { .. }) {
+                Phase::After
+            } else {
+                phase
+            };
             parsed.push(Rule {
                 method,
-                kind: parse_kind(r)?,
+                kind,
                 times,
                 probability,
                 phase,
@@ -160,7 +246,7 @@ impl Faults {
             if let Some(t) = rule.times.as_mut() {
                 *t -= 1;
             }
-            return Some(rule.kind);
+            return Some(rule.kind.clone());
         }
         None
     }

@@ -49,7 +49,7 @@ pub fn schedule(shared: &Arc<Shared>, apps: BTreeSet<u32>) {
             .bindings
             .iter()
             .find(|b| b.app == app && !b.offline && b.event == EVENT)
-            .map(|b| b.min_timeout_s * 1000)
+            .map(|b| b.min_timeout_s.saturating_mul(1000))
         else {
             continue;
         };
@@ -59,7 +59,7 @@ pub fn schedule(shared: &Arc<Shared>, apps: BTreeSet<u32>) {
         }
         let due = state
             .last_sent_ms
-            .map(|t| t + min_timeout_ms)
+            .map(|t| t.saturating_add(min_timeout_ms))
             .unwrap_or(now);
         if due <= now {
             state.last_sent_ms = Some(now);

@@ -104,12 +104,19 @@ pub fn list_values(v: &Value) -> Option<Vec<&Value>> {
     }
 }
 
-/// Parses `a=1&b[c]=2&d[]=3&d[]=4` into nested JSON the way PHP builds `$_POST`.
+/// PHP's `max_input_nesting_level`: a variable nested deeper than this is dropped.
+pub const MAX_NESTING: usize = 64;
+/// PHP's `max_input_vars`: variables after this many are dropped.
+pub const MAX_INPUT_VARS: usize = 1000;
+
+/// Parses `a=1&b[c]=2&d[]=3&d[]=4` into nested JSON the way PHP builds `$_POST`, with PHP's
+/// limits: at most [`MAX_INPUT_VARS`] variables, each nested at most [`MAX_NESTING`] deep
+/// (deeper ones are dropped, as PHP drops them), so no body can exhaust the stack or the CPU.
 pub fn parse_form(body: &[u8]) -> Params {
     let mut root = Map::new();
-    for (key, value) in form_urlencoded::parse(body) {
+    for (key, value) in form_urlencoded::parse(body).take(MAX_INPUT_VARS) {
         let path = split_php_key(&key);
-        if path.is_empty() {
+        if path.is_empty() || path.len() > MAX_NESTING + 1 {
             continue;
         }
         insert_path(&mut root, &path, Value::String(value.into_owned()));
@@ -129,6 +136,9 @@ fn split_php_key(key: &str) -> Vec<String> {
     let mut parts = vec![key[..open].to_string()];
     let mut rest = &key[open..];
     while let Some(stripped) = rest.strip_prefix('[') {
+        if parts.len() > MAX_NESTING + 1 {
+            break;
+        }
         match stripped.find(']') {
             Some(close) => {
                 parts.push(stripped[..close].to_string());
@@ -206,6 +216,26 @@ mod tests {
         assert_eq!(p.get("message_id"), Some(&json!(["a", "b"])));
         assert_eq!(p.get("order"), Some(&json!({"ID": "DESC"})));
         assert_eq!(p.str("x").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn hostile_nesting_and_volume_are_bounded() {
+        // Nested far past PHP's limit: dropped, not a stack overflow.
+        let deep = format!("a{}=1&b=2", "[x]".repeat(100_000));
+        let p = parse_form(deep.as_bytes());
+        assert_eq!(p.get("a"), None);
+        assert_eq!(p.str("b").as_deref(), Some("2"));
+        let ok = format!("a{}=1", "[x]".repeat(MAX_NESTING));
+        assert!(parse_form(ok.as_bytes()).get("a").is_some());
+        // Appends past max_input_vars are dropped, and the parse stays fast.
+        let many = "x[]=1&".repeat(200_000);
+        let started = std::time::Instant::now();
+        let p = parse_form(many.as_bytes());
+        assert_eq!(
+            p.get("x").and_then(Value::as_array).map(Vec::len),
+            Some(MAX_INPUT_VARS)
+        );
+        assert!(started.elapsed().as_secs() < 5);
     }
 
     #[test]

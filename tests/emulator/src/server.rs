@@ -3,7 +3,7 @@
 
 use crate::control;
 use crate::error::ApiError;
-use crate::faults::{Kind, Phase};
+use crate::faults::{corrupt_rows, Kind, Phase};
 use crate::params::{parse_form, Params};
 use crate::rest::{execute, normalize_method, Incoming};
 use crate::state::Shared;
@@ -100,6 +100,9 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
         return rest_call(shared, rest, params, kill).await;
     }
+    if path == "/trap" || path.starts_with("/trap/") {
+        return trap(&shared, &parts, &body);
+    }
     if path == "/oauth/token" || path == "/oauth/token/" {
         let mut params = parse_form(&query);
         params.merge(parse_form(&body));
@@ -164,6 +167,25 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     ))
 }
 
+/// `/trap/...`: another host as far as a client is concerned (tests redirect to it through
+/// `localhost` while the portal is `127.0.0.1`). It records whatever arrives, for
+/// `GET /_emulator/trap`, and answers like a portal would, so that a client that followed a
+/// redirect here would take the answer for the portal's.
+fn trap(shared: &Arc<Shared>, parts: &axum::http::request::Parts, body: &[u8]) -> Response {
+    const KEEP: usize = 64 * 1024;
+    let text = String::from_utf8_lossy(&body[..body.len().min(KEEP)]).into_owned();
+    let mut st = shared.lock();
+    if st.trapped.len() < 1000 {
+        st.trapped.push(json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query().unwrap_or(""),
+            "body": text,
+        }));
+    }
+    json_response(200, &json!({ "result": "trapped", "time": { "start": 0 } }))
+}
+
 async fn rest_call(
     shared: Arc<Shared>,
     rest: &str,
@@ -204,10 +226,12 @@ async fn rest_call(
     };
     crate::notify::schedule(&shared, touched);
     let after = shared.lock().faults.pick(&method, Phase::After);
+    let mut body = body;
     if let Some(kind) = after {
         shared.lock().stats.faults_injected += 1;
         match kind {
             Kind::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Kind::CorruptRows { fields, count } => corrupt_rows(&mut body, &fields, count),
             other => return fault_response(other, kill).await,
         }
     }
@@ -239,6 +263,19 @@ async fn fault_response(kind: Kind, kill: Option<ConnKill>) -> Response {
             );
             resp
         }
+        Kind::Redirect { status, location } => {
+            let mut resp = (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT),
+                "",
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            resp
+        }
+        // Applied to the answer in `rest_call`; never reaches here.
+        Kind::CorruptRows { .. } => error_response(&ApiError::internal()),
         Kind::Drop | Kind::Delay(_) => {
             if let Some(ConnKill(n)) = kill {
                 n.notify_one();

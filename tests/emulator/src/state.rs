@@ -26,6 +26,9 @@ pub const STANDARD_RATE: RateLimit = RateLimit {
 /// Operating-time limit of cloud plans, in seconds per method over ten minutes.
 pub const CLOUD_OPERATING_LIMIT_S: f64 = 480.0;
 
+/// The longest token life the control API accepts: ten years keeps every expiry computable.
+pub const MAX_TOKEN_TTL_S: i64 = 10 * 366 * 24 * 3600;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub extended_mode: bool,
@@ -140,8 +143,8 @@ impl Config {
                 "token_ttl_s" => {
                     next.token_ttl_s = value
                         .as_i64()
-                        .filter(|t| *t > 0)
-                        .ok_or_else(|| bad(key, "a positive integer"))?
+                        .filter(|t| (1..=MAX_TOKEN_TTL_S).contains(t))
+                        .ok_or_else(|| bad(key, "a positive integer of at most ten years"))?
                 }
                 other => {
                     return Err(bad(
@@ -237,6 +240,8 @@ pub struct State {
     pub stats: Stats,
     pub notify: HashMap<u32, NotifyState>,
     pub last_expiry_ms: i64,
+    /// What arrived at `/trap/...` (requests a client should never have sent).
+    pub trapped: Vec<Value>,
 }
 
 impl State {
@@ -256,6 +261,7 @@ impl State {
             faults: Faults::default(),
             stats: Stats::default(),
             notify: HashMap::new(),
+            trapped: Vec::new(),
             last_expiry_ms: now_ms,
         }
     }
