@@ -40,6 +40,32 @@ impl Config {
     }
 }
 
+/// The error for a redirect: the token is not sent after it. Only the new host is told (from
+/// an absolute `Location`), never its path or query, which may carry anything.
+fn moved(origin: &Origin, status: u16, location: Option<&str>) -> B24Error {
+    let host = location.and_then(|l| {
+        let rest = l
+            .strip_prefix("https://")
+            .or_else(|| l.strip_prefix("http://"))?;
+        let authority = rest.split(['/', '?', '#']).next()?;
+        let host = authority.rsplit('@').next()?.to_ascii_lowercase();
+        Origin::parse(&host, false).ok().map(|o| o.host)
+    });
+    let mut description = String::from("the portal answered with a redirect");
+    match &host {
+        Some(h) if *h != origin.host => {
+            description.push_str(" to ");
+            description.push_str(h);
+        }
+        Some(_) => description.push_str(" to another address on the same host"),
+        None => {}
+    }
+    description.push_str("; it was not followed (the token would have gone along). If the portal was renamed, use its new domain.");
+    let mut e = B24Error::new(code::PORTAL_MOVED, description).with_status(status);
+    e.moved_to = host;
+    e
+}
+
 /// Counters for `stats()`.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -138,6 +164,11 @@ impl<P: Platform> Client<P> {
         out
     }
 
+    /// The portal's clock now, as far as its last `time.start` tells (ms).
+    pub fn portal_now_ms(&self) -> f64 {
+        self.platform.now_ms() + self.state.borrow().skew_ms
+    }
+
     fn check_abort(&self, signal: Option<&P::Signal>) -> Result<()> {
         match signal {
             Some(s) if self.platform.aborted(s) => {
@@ -223,7 +254,7 @@ impl<P: Platform> Client<P> {
             None => body,
         };
         let mut attempt = 0;
-        let mut refreshed = false;
+        let mut refreshes = 0;
         loop {
             self.admit(method, opts.signal).await?;
             let (token, generation) = self.fresh_token().await?;
@@ -251,6 +282,9 @@ impl<P: Platform> Client<P> {
                 Err(TransportError::Network(why)) => {
                     Err(B24Error::new(code::NETWORK, why).retryable(true))
                 }
+                Err(TransportError::Redirect { status, location }) => {
+                    Err(moved(&self.config.origin, status, location.as_deref()))
+                }
             };
             let now = self.platform.now_ms();
             let err = match outcome {
@@ -265,6 +299,7 @@ impl<P: Platform> Client<P> {
                         reply.time.operating,
                         reply.time.operating_reset_at,
                         skew,
+                        now,
                     );
                     return Ok(reply);
                 }
@@ -292,7 +327,7 @@ impl<P: Platform> Client<P> {
                 kind,
                 opts.idempotency,
                 attempt,
-                refreshed,
+                refreshes,
                 &self.config.retry,
                 self.platform.random(),
             ) {
@@ -311,7 +346,7 @@ impl<P: Platform> Client<P> {
                         .refresh(generation)
                         .await
                         .map_err(|e| e.with_method(method))?;
-                    refreshed = true;
+                    refreshes += 1;
                 }
                 Decision::Retry(ms) => {
                     attempt += 1;

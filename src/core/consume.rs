@@ -1,6 +1,7 @@
 //! The reservation flow: reserve a batch (`clear=0` → process id), hand it to the app, then
 //! acknowledge what succeeded (`event.offline.clear`) and send what failed to the error queue
-//! (`event.offline.error`), with a journal so that nothing is lost or stranded on the way.
+//! (`event.offline.error`), with a journal so that nothing is lost or stranded on the way, and
+//! ownership rules so that two consumers never work on one reservation.
 //!
 //! ```text
 //!            reserve (get clear=0)            handler(events)
@@ -10,34 +11,41 @@
 //!    │                              │                             │
 //!    └── error pass (get error=1) ◀─┘     clear (acked ids) ◀─────┘
 //!
-//!  crash / reload ──▶ journal ──▶ re-select by process id ──▶ handler again
-//!  lost get answer ──▶ list sweep: reserved rows nobody journaled, older than
-//!                      `stranded_after_ms` ──▶ re-select by their process id
+//!  crash / reload ──▶ journal ──▶ still within its hold? re-select by process id ──▶ handler
+//!  stranded (lost get answer, owner gone, hold over) ──▶ main queue: released into the
+//!      error queue (the portal hands it to exactly one consumer); error queue: re-selected
 //! ```
 //!
 //! Delivery is at least once: a batch whose acknowledgement did not reach the portal is handed
-//! over again, so handlers deduplicate by `messageId` (or by `id` for one exact row).
+//! over again, so handlers deduplicate by `messageId` (or by `id` for one exact row). The rules
+//! are written out in `docs/reservations.md`.
 
 use super::args::Tree;
 use super::error::{code, B24Error, Result};
 use super::journal::{Entry, Journal};
-use super::model::{Features, OfflineEvent};
-use super::offline::{GetArgs, ListArgs, Queue, Selection};
+use super::model::{Features, OfflineEvent, Taken};
+use super::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use super::platform::{Level, Platform};
+use super::read::{field_text, field_uint, flag};
 use super::retry::{classify, Kind};
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::pin;
+use std::task::Poll;
 
 /// A reserved batch handed to the app.
 #[derive(Debug, Clone)]
 pub struct Batch<D> {
     pub process_id: String,
     pub events: Vec<OfflineEvent<D>>,
+    /// Rows of the reservation that are not readable events (reported, never handed over).
+    pub malformed: Vec<D>,
     /// Taken from the error queue.
     pub error: bool,
-    /// Re-selected from the journal or found stranded, not freshly reserved.
+    /// Re-selected from the journal or taken over, not freshly reserved.
     pub recovered: bool,
 }
 
@@ -45,6 +53,67 @@ impl<D> Batch<D> {
     pub fn message_ids(&self) -> Vec<String> {
         self.events.iter().map(|e| e.message_id.clone()).collect()
     }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.malformed.is_empty()
+    }
+
+    fn of(process_id: &str, taken: Taken<D>, error: bool, recovered: bool) -> Batch<D> {
+        Batch {
+            process_id: process_id.to_string(),
+            events: taken.events,
+            malformed: taken.malformed,
+            error,
+            recovered,
+        }
+    }
+}
+
+/// How the app names one event of a batch: by message id, by row id, or something that is
+/// neither (kept with the reason, so the whole answer is refused rather than guessed at).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventRef {
+    Message(String),
+    Row(u64),
+    /// The event object: its row id and message id must name the same row.
+    Both(u64, String),
+    Invalid(String),
+}
+
+/// The message ids of the batch's events that `refs` name, in batch order, or why the list
+/// cannot be taken as it is (an entry that is not an event of this batch, or of no known kind).
+pub fn resolve<D>(
+    events: &[OfflineEvent<D>],
+    refs: &[EventRef],
+) -> std::result::Result<Vec<String>, String> {
+    let mut named = vec![false; events.len()];
+    for (i, r) in refs.iter().enumerate() {
+        let hit = match r {
+            EventRef::Message(m) => events.iter().position(|e| &e.message_id == m),
+            EventRef::Row(id) => events.iter().position(|e| e.id == *id),
+            EventRef::Both(id, m) => events
+                .iter()
+                .position(|e| e.id == *id && &e.message_id == m),
+            EventRef::Invalid(why) => return Err(["[", &i.to_string(), "] ", why].concat()),
+        };
+        match hit {
+            Some(at) => named[at] = true,
+            None => {
+                return Err([
+                    "[",
+                    &i.to_string(),
+                    "] names no event of this batch (give message ids, row ids or the event objects handed over)",
+                ]
+                .concat())
+            }
+        }
+    }
+    Ok(events
+        .iter()
+        .zip(named)
+        .filter(|(_, n)| *n)
+        .map(|(e, _)| e.message_id.clone())
+        .collect())
 }
 
 /// What the app's handler made of a batch.
@@ -52,20 +121,43 @@ impl<D> Batch<D> {
 pub enum Outcome {
     /// Everything succeeded.
     Done,
-    /// These message ids failed; the rest succeeded.
-    Failed(Vec<String>),
+    /// These events failed; the rest succeeded.
+    Failed(Vec<EventRef>),
     /// The handler threw: the whole batch failed.
     Threw(String),
+    /// The handler returned something that is not an outcome: the whole batch failed.
+    Invalid(String),
 }
 
 pub trait Handler<D>: 'static {
     fn handle(&self, batch: &Batch<D>) -> LocalBoxFuture<'static, Outcome>;
 }
 
-/// Receives progress, and the events given up on.
+/// Why events were given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// They failed as often as `{ retries }` allows.
+    Retries,
+    /// They would soon be deleted by the portal's 30-day expiry of reserved rows.
+    Expiring,
+}
+
+impl DeadReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeadReason::Retries => "retries",
+            DeadReason::Expiring => "expiring",
+        }
+    }
+}
+
+/// Receives progress, the events given up on, rows that could not be read, and the failures a
+/// polling consumer survives.
 pub trait Reporter<D>: 'static {
     fn progress(&self, progress: &Progress);
-    fn dead_letters(&self, events: &[OfflineEvent<D>]);
+    fn dead_letters(&self, events: &[OfflineEvent<D>], reason: DeadReason);
+    fn malformed(&self, rows: &[D]);
+    fn error(&self, error: &B24Error);
 }
 
 /// What happens to events that fail again after coming from the error queue. The portal cannot
@@ -83,21 +175,64 @@ pub enum ErrorPolicy {
     Retry(u32),
 }
 
+/// What happens to rows of a reservation that are not readable events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MalformedPolicy {
+    /// Reported, then left reserved (the portal deletes them after 30 days).
+    Park,
+    /// Reported, then deleted (`event.offline.clear`).
+    Clear,
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub limit: Option<f64>,
     pub concurrency: usize,
     pub errors: ErrorPolicy,
+    pub malformed: MalformedPolicy,
     /// Keep polling when the queue is empty: (first delay, longest delay) in ms.
     pub poll: Option<(f64, f64)>,
-    /// A reserved row nobody journaled counts as stranded after this long.
-    pub stranded_after_ms: f64,
+    /// A handler that has not settled after this long fails its batch.
+    pub handler_timeout_ms: f64,
     pub filter: Option<Tree>,
     pub order: Option<Tree>,
 }
 
 /// A reservation older than this, found by a sweep and journaled by nobody, is stranded.
 pub const STRANDED_AFTER_MS: f64 = 10.0 * 60_000.0;
+/// How long a handler may take with one batch by default.
+pub const HANDLER_TIMEOUT_MS: f64 = 5.0 * 60_000.0;
+/// Parked events are given up this long after their last change: well before the portal's
+/// daily job deletes reserved rows 30 days after it.
+pub const EXPIRING_AFTER_MS: f64 = 25.0 * 86_400_000.0;
+
+/// The shortest `strandedAfterMs` that is safe: a consumer reserves (one request), runs the
+/// handler, then settles (up to three requests: clear, re-select, error) before anyone may
+/// take its reservation over.
+pub fn min_stranded_after_ms(handler_timeout_ms: f64, request_timeout_ms: f64) -> f64 {
+    handler_timeout_ms + 4.0 * request_timeout_ms + 1000.0
+}
+
+/// Checks `strandedAfterMs` against its safe minimum.
+pub fn check_stranded_after(
+    ms: f64,
+    handler_timeout_ms: f64,
+    request_timeout_ms: f64,
+) -> Result<()> {
+    let min = min_stranded_after_ms(handler_timeout_ms, request_timeout_ms);
+    if ms >= min {
+        return Ok(());
+    }
+    Err(B24Error::invalid(
+        "strandedAfterMs",
+        &[
+            "must be at least ",
+            &(min as u64).to_string(),
+            " ms: the handler timeout plus four request timeouts plus a second, the longest a live consumer may hold a reservation (lower handlerTimeoutMs or timeoutMs to go lower)",
+        ]
+        .concat(),
+    ))
+}
 
 impl Default for Options {
     fn default() -> Options {
@@ -105,8 +240,9 @@ impl Default for Options {
             limit: None,
             concurrency: 1,
             errors: ErrorPolicy::Include,
+            malformed: MalformedPolicy::Park,
             poll: None,
-            stranded_after_ms: STRANDED_AFTER_MS,
+            handler_timeout_ms: HANDLER_TIMEOUT_MS,
             filter: None,
             order: None,
         }
@@ -120,14 +256,14 @@ pub struct Progress {
     pub batches: u64,
     /// Events freshly reserved.
     pub reserved: u64,
-    /// Events re-selected from the journal or from stranded reservations.
+    /// Events re-selected from the journal or taken over, not freshly reserved.
     pub recovered: u64,
     pub acked: u64,
     /// Events sent to the error queue.
     pub failed: u64,
     /// Error-queue events that failed again and stay reserved for the next run.
     pub parked: u64,
-    /// Error-queue events given up after the retry policy's attempts.
+    /// Events given up (retries spent, or about to expire on the portal).
     pub dead: u64,
     /// Events handed over more than once (the same row id) during this run, deliberate retries
     /// from the error queue not counted.
@@ -137,6 +273,14 @@ pub struct Progress {
     pub remaining: Option<u64>,
     /// Calls to acknowledge or fail that did not go through; their events stay journaled.
     pub unsettled: u64,
+    /// Events of stranded reservations released into the error queue.
+    pub released: u64,
+    /// Rows that were not readable events.
+    pub malformed: u64,
+    /// Batches whose handler did not settle within the handler timeout.
+    pub timed_out: u64,
+    /// Failures a polling consumer survived (each also went to `onError`).
+    pub errors: u64,
     /// "empty" (nothing left to do), "aborted".
     pub stopped: &'static str,
 }
@@ -153,6 +297,13 @@ pub fn ensure_extended(features: &Features) -> Result<()> {
     }
 }
 
+/// Whether a polling consumer goes on after this failure (it waits, reports it and retries)
+/// rather than stopping: everything that can pass by itself. Wrong arguments, refused access,
+/// a moved portal, a missing feature stop it.
+pub fn survivable(e: &B24Error) -> bool {
+    classify(e) != Kind::Fatal || e.is(code::REFRESH_FAILED) || e.is(code::STORE_FAILED)
+}
+
 /// Re-selecting a reservation returns at most this many rows per call.
 const RESELECT_LIMIT: f64 = 5000.0;
 
@@ -160,9 +311,53 @@ const RESELECT_LIMIT: f64 = 5000.0;
 pub struct Flow<'a, P: Platform> {
     pub queue: Queue<'a, P>,
     pub journal: &'a Journal,
+    /// This consumer's id in journal entries.
+    pub owner: &'a str,
+    /// Whether this consumer holds the queue's exclusive lock (one consumer per browser).
+    pub locked: bool,
+    /// How long a reservation is held before others may take it over, and how long one of
+    /// unknown owner must have been seen reserved to count as stranded (`strandedAfterMs`).
+    pub hold_ms: f64,
+    /// How long handling one batch may take (`handlerTimeoutMs`): a reservation is handed over
+    /// only while this much of its hold is left.
+    pub handle_ms: f64,
+}
+
+/// What one look at unfinished reservations found.
+pub struct Recovered<D> {
+    /// Reservations to hand over again (this consumer's, or stranded error-queue ones).
+    pub batches: Vec<Batch<D>>,
+    /// Events of stranded main-queue reservations released into the error queue.
+    pub released: u64,
+    /// Reservations of unknown owner not yet old enough to count as stranded.
+    pub young: usize,
 }
 
 impl<P: Platform> Flow<'_, P> {
+    fn now(&self) -> f64 {
+        self.queue.client.platform.now_ms()
+    }
+
+    fn entry(
+        &self,
+        process_id: &str,
+        taken: &Taken<P::Data>,
+        error: bool,
+        reserved_at: f64,
+    ) -> Entry {
+        Entry {
+            process_id: process_id.to_string(),
+            owner: self.owner.to_string(),
+            reserved_at_ms: reserved_at,
+            hold_until_ms: reserved_at + self.hold_ms,
+            locked: self.locked,
+            error,
+            attempts: 0,
+            malformed: 0,
+            message_ids: taken.events.iter().map(|e| e.message_id.clone()).collect(),
+        }
+    }
+
     /// Reserves a batch and journals it before anyone sees it.
     pub async fn reserve(
         &self,
@@ -174,74 +369,66 @@ impl<P: Platform> Flow<'_, P> {
             process_id: None,
             ..args.clone()
         };
+        // The portal reserves after this moment: holds are counted from it.
+        let sent_at = self.now();
         let taken = self.queue.get(&args, signal).await?;
-        let batch = Batch {
-            process_id: taken.process_id.unwrap_or_default(),
-            events: taken.events,
-            error: args.error,
-            recovered: false,
-        };
-        if !batch.events.is_empty() {
-            let entry = Entry {
-                process_id: batch.process_id.clone(),
-                message_ids: batch.message_ids(),
-                error: batch.error,
-                at_ms: self.queue.client.platform.now_ms(),
-                attempts: 0,
-            };
-            self.journal.open(entry).await?;
+        let pid = taken.process_id.clone().unwrap_or_default();
+        if !taken.is_empty() {
+            self.journal
+                .put(&self.entry(&pid, &taken, args.error, sent_at))
+                .await?;
         }
-        Ok(batch)
+        Ok(Batch::of(&pid, taken, args.error, false))
     }
 
-    /// The rows still reserved under a process id; the journal follows what is found (an empty
-    /// reservation is closed).
-    pub async fn reselect(
+    /// The rows reserved under a process id, as the portal has them now.
+    async fn reread(
         &self,
         process_id: &str,
         error: bool,
         signal: Option<&P::Signal>,
-    ) -> Result<Batch<P::Data>> {
+    ) -> Result<Taken<P::Data>> {
         let args = GetArgs {
             process_id: Some(process_id.to_string()),
             error,
             limit: Some(RESELECT_LIMIT),
             ..GetArgs::default()
         };
-        let taken = self.queue.get(&args, signal).await?;
-        let batch = Batch {
-            process_id: process_id.to_string(),
-            events: taken.events,
-            error,
-            recovered: true,
-        };
-        if batch.events.is_empty() {
-            self.journal.close(process_id).await?;
-        } else {
-            let attempts = self
-                .journal
-                .snapshot()
-                .await?
-                .entries
-                .iter()
-                .find(|e| e.process_id == process_id)
-                .map(|e| e.attempts)
-                .unwrap_or(0);
-            let at_ms = self.queue.client.platform.now_ms();
-            self.journal
-                .open(Entry {
-                    process_id: process_id.to_string(),
-                    message_ids: batch.message_ids(),
-                    error,
-                    at_ms,
-                    attempts,
-                })
-                .await?;
-        }
-        Ok(batch)
+        self.queue.get(&args, signal).await
     }
 
-    /// Acknowledges these messages of the reservation (`clear` by message id: idempotent).
+    /// Takes a reservation back (this consumer's) or over (a stranded error-queue one): writes
+    /// this consumer as its owner and reads its rows again. An error-queue reservation gets a
+    /// new hold; a main-queue one keeps the hold of its reservation, which other consumers
+    /// count from too.
+    pub async fn claim(
+        &self,
+        process_id: &str,
+        error: bool,
+        previous: Option<&Entry>,
+        signal: Option<&P::Signal>,
+    ) -> Result<Batch<P::Data>> {
+        let taken = self.reread(process_id, error, signal).await?;
+        if taken.is_empty() {
+            self.journal.remove(process_id).await?;
+        } else {
+            let now = self.now();
+            let mut entry = self.entry(process_id, &taken, error, now);
+            if let Some(p) = previous {
+                entry.attempts = p.attempts;
+                entry.malformed = p.malformed;
+                if !error && p.owner == self.owner {
+                    entry.reserved_at_ms = p.reserved_at_ms;
+                    entry.hold_until_ms = p.hold_until_ms;
+                }
+            }
+            self.journal.put(&entry).await?;
+        }
+        Ok(Batch::of(process_id, taken, error, true))
+    }
+
+    /// Acknowledges these messages of the reservation (`clear` by message id: idempotent, and
+    /// scoped to the process id, so it never touches anyone else's rows).
     pub async fn ack(&self, process_id: &str, message_ids: &[String]) -> Result<()> {
         if message_ids.is_empty() {
             return Ok(());
@@ -256,9 +443,32 @@ impl<P: Platform> Flow<'_, P> {
         self.journal.settle(process_id, message_ids).await
     }
 
-    /// Sends failed messages of a main-queue reservation to the error queue. For an error-queue
-    /// reservation it only counts the failed attempt (the events stay reserved and journaled)
-    /// and returns how many attempts there have been.
+    /// Sends messages of a main-queue reservation to the error queue: only those the portal
+    /// still has reserved under it, re-read just before. (`event.offline.error` deletes every
+    /// other row of a listed message: had someone acknowledged one meanwhile and the object
+    /// changed again, the newer change would go.) `None` sends all that are still reserved.
+    /// Returns the message ids sent.
+    async fn to_error_queue(
+        &self,
+        process_id: &str,
+        message_ids: Option<&[String]>,
+        signal: Option<&P::Signal>,
+    ) -> Result<Vec<String>> {
+        let still: Vec<String> = self
+            .reread(process_id, false, signal)
+            .await?
+            .events
+            .into_iter()
+            .map(|e| e.message_id)
+            .filter(|m| message_ids.map(|ids| ids.contains(m)).unwrap_or(true))
+            .collect();
+        self.queue.error(process_id, &still, signal).await?;
+        Ok(still)
+    }
+
+    /// Sends failed messages of a main-queue reservation to the error queue (those still
+    /// reserved under it). For an error-queue reservation it only counts the failed attempt
+    /// (the events stay reserved and journaled) and returns how many attempts there have been.
     pub async fn fail(
         &self,
         process_id: &str,
@@ -271,117 +481,170 @@ impl<P: Platform> Flow<'_, P> {
         if error_queue {
             return self.journal.failed_attempt(process_id).await;
         }
-        self.queue.error(process_id, message_ids, None).await?;
+        self.to_error_queue(process_id, Some(message_ids), None)
+            .await?;
+        // Those no longer reserved were settled by someone else: nothing of them is ours.
         self.journal.settle(process_id, message_ids).await?;
         Ok(0)
     }
 
-    /// Every reserved row of this app and connector, grouped by process id, with its error flag.
+    /// Releases a stranded main-queue reservation into the error queue: its rows become free
+    /// error records, and the portal's atomic reservation hands them to exactly one consumer.
+    pub async fn release(&self, process_id: &str, signal: Option<&P::Signal>) -> Result<u64> {
+        let sent = self.to_error_queue(process_id, None, signal).await?;
+        self.journal.remove(process_id).await?;
+        self.queue.client.platform.log(
+            Level::Info,
+            &[
+                "released a stranded reservation of ",
+                &sent.len().to_string(),
+                " events into the error queue",
+            ]
+            .concat(),
+        );
+        Ok(sent.len() as u64)
+    }
+
+    /// Every reserved row of this app and connector, by process id, with its error flag.
     async fn reserved(&self, signal: Option<&P::Signal>) -> Result<Vec<(String, bool)>> {
         let mut found: Vec<(String, bool)> = Vec::new();
-        let mut after = 0u64;
-        loop {
-            let filter = Tree::Map(vec![
-                ("!PROCESS_ID".into(), Tree::Str(String::new())),
-                (">ID".into(), Tree::Num(after as f64)),
-            ]);
-            let order = Tree::Map(vec![("ID".into(), Tree::Str("ASC".into()))]);
-            let page = self
-                .queue
-                .list(
-                    &ListArgs {
-                        filter: Some(filter),
-                        order: Some(order),
-                        start: None,
-                    },
-                    signal,
-                )
-                .await?;
-            for ev in &page.events {
-                if let Some(pid) = &ev.process_id {
-                    if !found.iter().any(|(p, _)| p == pid) {
-                        found.push((pid.clone(), ev.error.unwrap_or(false)));
+        let filter = Tree::Map(vec![("!PROCESS_ID".into(), Tree::Str(String::new()))]);
+        let mut pager = Pager::new(Some(filter), None);
+        while let Some(page) = pager.next(&self.queue, signal).await? {
+            let rows = page
+                .events
+                .iter()
+                .map(|e| (e.process_id.clone(), e.error.unwrap_or(false)))
+                .chain(page.malformed.iter().map(|r| {
+                    let pid = field_text::<P>(r, "PROCESS_ID").filter(|p| !p.is_empty());
+                    (
+                        pid,
+                        P::field(r, "ERROR").map(|e| flag::<P>(&e)).unwrap_or(false),
+                    )
+                }));
+            for (pid, error) in rows {
+                if let Some(pid) = pid {
+                    if !found.iter().any(|(p, _)| *p == pid) {
+                        found.push((pid, error));
                     }
                 }
             }
-            match page.events.last() {
-                Some(last) if page.next.is_some() => after = last.id,
-                _ => return Ok(found),
-            }
         }
+        Ok(found)
     }
 
-    /// Looks for reservations nobody journaled. Returns those reserved (first seen) at least
-    /// `stranded_after_ms` ago, and how many younger ones there are. `busy` are process ids
-    /// this process is working on right now.
-    pub async fn sweep(
-        &self,
-        stranded_after_ms: f64,
-        busy: &[String],
-        signal: Option<&P::Signal>,
-    ) -> Result<(Vec<(String, bool)>, usize)> {
-        let reserved = self.reserved(signal).await?;
-        let known = self.journal.snapshot().await?;
-        let unknown: Vec<(String, bool)> = reserved
-            .into_iter()
-            .filter(|(pid, _)| {
-                !busy.contains(pid) && !known.entries.iter().any(|e| &e.process_id == pid)
-            })
-            .collect();
-        let now = self.queue.client.platform.now_ms();
-        let mut seen: Vec<(String, f64)> = Vec::with_capacity(unknown.len());
-        for (pid, _) in &unknown {
-            let first = known
-                .suspects
-                .iter()
-                .find(|(p, _)| p == pid)
-                .map(|(_, t)| *t)
-                .unwrap_or(now);
-            seen.push((pid.clone(), first));
-        }
-        let stranded: Vec<(String, bool)> = unknown
-            .iter()
-            .filter(|(pid, _)| {
-                seen.iter()
-                    .any(|(p, t)| p == pid && now - t >= stranded_after_ms)
-            })
-            .cloned()
-            .collect();
-        let young = unknown.len() - stranded.len();
-        if seen != known.suspects {
-            self.journal.update(|d| d.suspects = seen).await?;
-        }
-        Ok((stranded, young))
-    }
-
-    /// Every reservation left unfinished: the journal's, and stranded ones found by a sweep;
-    /// with how many reservations of unknown owner are not old enough yet to count as stranded.
+    /// Looks at every unfinished reservation: this consumer's journal, and every reservation
+    /// the portal has for this queue. This consumer's own (or, under the exclusive lock, its
+    /// predecessor's) are handed over again while there is time left in their hold; another
+    /// live consumer's are left alone; stranded ones (hold over, or unknown to every journal
+    /// here and reserved for `hold_ms`) are released into the error queue, or, when already
+    /// error records, taken over. `busy` are process ids this consumer works on now.
     pub async fn recoverable(
         &self,
-        stranded_after_ms: f64,
         busy: &[String],
         signal: Option<&P::Signal>,
-    ) -> Result<(Vec<Batch<P::Data>>, usize)> {
-        let mut out = Vec::new();
-        let mut pids: Vec<(String, bool)> = self
-            .journal
-            .snapshot()
-            .await?
-            .entries
+    ) -> Result<Recovered<P::Data>> {
+        // The index first: an entry in it was written before the sweep below started.
+        let index = self.journal.index().await?;
+        let on_portal = self.reserved(signal).await?;
+        let now = self.now();
+        let mut out = Recovered {
+            batches: Vec::new(),
+            released: 0,
+            young: 0,
+        };
+        let mut suspects = Vec::new();
+        let mut pids: Vec<(String, Option<bool>)> = index
+            .reserved
             .iter()
-            .map(|e| (e.process_id.clone(), e.error))
+            .map(|p| {
+                (
+                    p.clone(),
+                    on_portal.iter().find(|(q, _)| q == p).map(|(_, e)| *e),
+                )
+            })
             .collect();
-        pids.retain(|(pid, _)| !busy.contains(pid));
-        let (stranded, young) = self.sweep(stranded_after_ms, busy, signal).await?;
-        pids.extend(stranded);
-        for (pid, error) in pids {
-            let batch = self.reselect(&pid, error, signal).await?;
-            if !batch.events.is_empty() {
-                out.push(batch);
+        for (p, e) in &on_portal {
+            if !pids.iter().any(|(q, _)| q == p) {
+                pids.push((p.clone(), Some(*e)));
             }
         }
-        Ok((out, young))
+        for (pid, portal_error) in pids {
+            if busy.contains(&pid) {
+                continue;
+            }
+            let entry = self.journal.entry(&pid).await?;
+            let Some(portal_error) = portal_error else {
+                // Journaled, but nothing of it is reserved any more: settled or expired.
+                self.journal.remove(&pid).await?;
+                continue;
+            };
+            let stranded = match &entry {
+                Some(e) => {
+                    let mine = e.owner == self.owner || (self.locked && e.locked);
+                    if mine && (e.error || now + self.handle_ms < e.hold_until_ms) {
+                        let batch = self.claim(&pid, e.error, Some(e), signal).await?;
+                        if !batch.is_empty() {
+                            out.batches.push(batch);
+                        }
+                        continue;
+                    }
+                    // Another consumer's, and it may still be working on it.
+                    mine || now >= e.hold_until_ms
+                }
+                None => {
+                    let first = index
+                        .suspects
+                        .iter()
+                        .find(|(p, _)| *p == pid)
+                        .map(|(_, t)| *t)
+                        .unwrap_or(now);
+                    let old = now - first >= self.hold_ms;
+                    if !old {
+                        suspects.push((pid.clone(), first));
+                        out.young += 1;
+                    }
+                    old
+                }
+            };
+            if !stranded {
+                continue;
+            }
+            let error = entry.as_ref().map(|e| e.error).unwrap_or(portal_error);
+            if error {
+                let batch = self.claim(&pid, true, entry.as_ref(), signal).await?;
+                if !batch.is_empty() {
+                    out.batches.push(batch);
+                }
+            } else {
+                out.released += self.release(&pid, signal).await?;
+            }
+        }
+        if suspects != index.suspects {
+            self.journal.set_suspects(suspects).await?;
+        }
+        Ok(out)
     }
+}
+
+enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Whichever of two futures finishes first (the other is dropped).
+async fn race<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> Either<A, B> {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(v));
+        }
+        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(v));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Polls every future until all are done; the first error wins (the others still finish).
@@ -390,18 +653,18 @@ async fn join(mut futures: Vec<LocalBoxFuture<'_, Result<()>>>) -> Result<()> {
     let mut outcome = Ok(());
     std::future::poll_fn(|cx| {
         futures.retain_mut(|f| match f.as_mut().poll(cx) {
-            std::task::Poll::Ready(r) => {
+            Poll::Ready(r) => {
                 if outcome.is_ok() {
                     outcome = r;
                 }
                 false
             }
-            std::task::Poll::Pending => true,
+            Poll::Pending => true,
         });
         if futures.is_empty() {
-            std::task::Poll::Ready(())
+            Poll::Ready(())
         } else {
-            std::task::Poll::Pending
+            Poll::Pending
         }
     })
     .await;
@@ -422,17 +685,24 @@ struct Run<'a, P: Platform> {
     handled: RefCell<Vec<String>>,
     /// Reservations whose answer was lost (their rows are reserved under an unknown id).
     lost: Cell<u32>,
+    /// When the next look for stranded reservations is due during a long drain.
+    next_sweep_at: Cell<f64>,
+    sweeping: Cell<bool>,
 }
 
 impl<P: Platform> Run<'_, P> {
+    fn platform(&self) -> &P {
+        &self.flow.queue.client.platform
+    }
+
     fn aborted(&self) -> bool {
         self.signal
-            .map(|s| self.flow.queue.client.platform.aborted(s))
+            .map(|s| self.platform().aborted(s))
             .unwrap_or(false)
     }
 
     fn log(&self, level: Level, message: &str) {
-        self.flow.queue.client.platform.log(level, message);
+        self.platform().log(level, message);
     }
 
     fn settled(&self, n: usize) {
@@ -447,11 +717,18 @@ impl<P: Platform> Run<'_, P> {
         self.reporter.progress(&p);
     }
 
-    /// Hands one batch to the handler and settles it.
-    async fn process(&self, batch: Batch<P::Data>) {
+    /// How often stranded reservations are looked for while the queue keeps the workers busy.
+    fn sweep_every(&self) -> f64 {
+        (self.flow.hold_ms / 2.0).clamp(1_000.0, 300_000.0)
+    }
+
+    /// Hands one batch to the handler and settles it. Returns false when the run was aborted
+    /// while the handler was busy: the batch then stays journaled and comes back.
+    async fn process(&self, batch: Batch<P::Data>) -> bool {
         let n = batch.events.len() as u64;
-        self.busy.borrow_mut().push(batch.process_id.clone());
-        self.handled.borrow_mut().push(batch.process_id.clone());
+        let pid = batch.process_id.clone();
+        self.busy.borrow_mut().push(pid.clone());
+        self.handled.borrow_mut().push(pid.clone());
         {
             let mut p = self.progress.borrow_mut();
             p.batches += 1;
@@ -466,15 +743,68 @@ impl<P: Platform> Run<'_, P> {
                 p.duplicates += batch.events.iter().filter(|e| !seen.insert(e.id)).count() as u64;
             }
         }
+        let finished = self.handle(&batch).await;
+        if finished && !batch.malformed.is_empty() {
+            self.settle_malformed(&batch).await;
+        }
+        self.busy.borrow_mut().retain(|p| *p != pid);
+        self.report();
+        finished
+    }
+
+    /// The handler's part: run it (bounded by the handler timeout and the abort signal), then
+    /// acknowledge and fail what it says.
+    async fn handle(&self, batch: &Batch<P::Data>) -> bool {
+        if batch.events.is_empty() {
+            return true;
+        }
+        if self.aborted() {
+            // Reserved as the run was stopped: it stays journaled and comes back.
+            return false;
+        }
         let all = batch.message_ids();
-        let failed: Vec<String> = match self.handler.handle(&batch).await {
+        let limit = self.opts.handler_timeout_ms;
+        let outcome = match race(
+            self.handler.handle(batch),
+            self.platform().sleep(limit, self.signal),
+        )
+        .await
+        {
+            Either::Left(outcome) => outcome,
+            Either::Right(Ok(())) => {
+                self.progress.borrow_mut().timed_out += 1;
+                Outcome::Invalid(
+                    [
+                        "the handler did not settle within ",
+                        &(limit as u64).to_string(),
+                        " ms",
+                    ]
+                    .concat(),
+                )
+            }
+            Either::Right(Err(_)) => return false,
+        };
+        let failed: Vec<String> = match outcome {
             Outcome::Done => Vec::new(),
-            Outcome::Failed(ids) => all.iter().filter(|m| ids.contains(m)).cloned().collect(),
+            Outcome::Failed(refs) => match resolve(&batch.events, &refs) {
+                Ok(ids) => ids,
+                Err(why) => {
+                    self.log(
+                        Level::Warn,
+                        &["the handler's { failed } is not usable, so the whole batch failed: failed", &why].concat(),
+                    );
+                    all.clone()
+                }
+            },
             Outcome::Threw(why) => {
                 self.log(
                     Level::Warn,
                     &["the handler threw; the whole batch failed: ", &why].concat(),
                 );
+                all.clone()
+            }
+            Outcome::Invalid(why) => {
+                self.log(Level::Warn, &["the whole batch failed: ", &why].concat());
                 all.clone()
             }
         };
@@ -493,10 +823,76 @@ impl<P: Platform> Run<'_, P> {
             Err(e) => self.unsettled(succeeded.len(), &e),
         }
         if !failed.is_empty() {
-            self.fail(&batch, &failed).await;
+            self.fail(batch, &failed).await;
         }
-        self.busy.borrow_mut().retain(|p| *p != batch.process_id);
-        self.report();
+        true
+    }
+
+    /// Reports the rows of a batch that are not readable events (once per reservation), and
+    /// clears or parks them by policy.
+    async fn settle_malformed(&self, batch: &Batch<P::Data>) {
+        let pid = &batch.process_id;
+        let rows = &batch.malformed;
+        let known = match self.flow.journal.entry(pid).await {
+            Ok(e) => e.map(|e| e.malformed as usize).unwrap_or(0),
+            Err(e) => return self.unsettled(rows.len(), &e),
+        };
+        if rows.len() > known {
+            self.progress.borrow_mut().malformed += (rows.len() - known) as u64;
+            self.log(
+                Level::Warn,
+                &[
+                    &rows.len().to_string(),
+                    " rows of a reservation are not readable events (reported to onMalformed)",
+                ]
+                .concat(),
+            );
+            self.reporter.malformed(rows);
+        }
+        let outcome = match self.opts.malformed {
+            MalformedPolicy::Park => {
+                let n = rows.len() as u32;
+                self.flow
+                    .journal
+                    .update(pid, |e| e.malformed = n)
+                    .await
+                    .map(|_| ())
+            }
+            MalformedPolicy::Clear => self.clear_malformed(batch).await,
+        };
+        if let Err(e) = outcome {
+            self.unsettled(rows.len(), &e);
+        }
+    }
+
+    /// Deletes the unreadable rows: by row id or message id where those can be read, else the
+    /// whole rest of the reservation once nothing readable of it is left reserved.
+    async fn clear_malformed(&self, batch: &Batch<P::Data>) -> Result<()> {
+        let pid = &batch.process_id;
+        let queue = &self.flow.queue;
+        let ids: Vec<f64> = batch
+            .malformed
+            .iter()
+            .filter_map(|r| field_uint::<P>(r, "ID").filter(|n| *n > 0))
+            .map(|n| n as f64)
+            .collect();
+        if ids.len() == batch.malformed.len() {
+            queue.clear(pid, &Selection::Ids(ids), None).await?;
+        } else {
+            let left = self.flow.reread(pid, batch.error, None).await?;
+            if !left.events.is_empty() {
+                // Readable events still wait under it (unsettled or parked): park instead.
+                let n = batch.malformed.len() as u32;
+                return self
+                    .flow
+                    .journal
+                    .update(pid, |e| e.malformed = n)
+                    .await
+                    .map(|_| ());
+            }
+            queue.clear(pid, &Selection::All, None).await?;
+        }
+        self.flow.journal.remove(pid).await
     }
 
     fn unsettled(&self, n: usize, e: &B24Error) {
@@ -521,28 +917,44 @@ impl<P: Platform> Run<'_, P> {
             self.progress.borrow_mut().failed += n;
             return;
         }
-        match self.opts.errors {
-            ErrorPolicy::Retry(max) if attempts >= max => {
-                let dead: Vec<OfflineEvent<P::Data>> = batch
-                    .events
-                    .iter()
-                    .filter(|e| failed.contains(&e.message_id))
-                    .cloned()
-                    .collect();
-                match self.flow.ack(&batch.process_id, failed).await {
-                    Ok(()) => {
-                        self.progress.borrow_mut().dead += n;
-                        self.settled(failed.len());
-                        self.reporter.dead_letters(&dead);
-                    }
-                    Err(e) => self.unsettled(failed.len(), &e),
-                }
+        let spent = matches!(self.opts.errors, ErrorPolicy::Retry(max) if attempts >= max);
+        let portal_now = self.flow.queue.client.portal_now_ms();
+        let expiring = |e: &OfflineEvent<P::Data>| {
+            super::time::parse_iso_ms(&e.timestamp)
+                .map(|t| portal_now - t >= EXPIRING_AFTER_MS)
+                .unwrap_or(false)
+        };
+        let (dead, reason): (Vec<OfflineEvent<P::Data>>, DeadReason) = {
+            let failed_events = batch
+                .events
+                .iter()
+                .filter(|e| failed.contains(&e.message_id));
+            if spent {
+                (failed_events.cloned().collect(), DeadReason::Retries)
+            } else {
+                (
+                    failed_events.filter(|e| expiring(e)).cloned().collect(),
+                    DeadReason::Expiring,
+                )
             }
-            _ => self.progress.borrow_mut().parked += n,
+        };
+        self.progress.borrow_mut().parked += n - dead.len() as u64;
+        if dead.is_empty() {
+            return;
+        }
+        let ids: Vec<String> = dead.iter().map(|e| e.message_id.clone()).collect();
+        match self.flow.ack(&batch.process_id, &ids).await {
+            Ok(()) => {
+                self.progress.borrow_mut().dead += ids.len() as u64;
+                self.settled(ids.len());
+                self.reporter.dead_letters(&dead, reason);
+            }
+            Err(e) => self.unsettled(ids.len(), &e),
         }
     }
 
-    /// Reserves and processes batches until the queue (or the error queue) is empty.
+    /// Reserves and processes batches until the queue (or the error queue) is empty, looking
+    /// for stranded reservations on the way when a drain runs long.
     async fn drain(&self, error: bool) -> Result<()> {
         let args = GetArgs {
             filter: self.opts.filter.clone(),
@@ -553,11 +965,19 @@ impl<P: Platform> Run<'_, P> {
         };
         let mut failures = 0u32;
         while !self.aborted() {
+            if self.platform().now_ms() >= self.next_sweep_at.get() && !self.sweeping.get() {
+                self.sweeping.set(true);
+                let round = self.recover_round().await;
+                self.sweeping.set(false);
+                round?;
+            }
             match self.flow.reserve(&args, self.signal).await {
-                Ok(batch) if batch.events.is_empty() => return Ok(()),
+                Ok(batch) if batch.is_empty() => return Ok(()),
                 Ok(batch) => {
                     failures = 0;
-                    self.process(batch).await;
+                    if !self.process(batch).await {
+                        return Ok(());
+                    }
                 }
                 Err(e) if e.is(code::ABORTED) => return Ok(()),
                 Err(e) if classify(&e) == Kind::Transient => {
@@ -572,15 +992,14 @@ impl<P: Platform> Run<'_, P> {
                         ]
                         .concat(),
                     );
-                    let platform = &self.flow.queue.client.platform;
                     let delay = self
                         .flow
                         .queue
                         .client
                         .config
                         .retry
-                        .backoff_ms(failures.min(6), platform.random());
-                    if platform.sleep(delay, self.signal).await.is_err() {
+                        .backoff_ms(failures.min(6), self.platform().random());
+                    if self.platform().sleep(delay, self.signal).await.is_err() {
                         return Ok(());
                     }
                 }
@@ -598,28 +1017,37 @@ impl<P: Platform> Run<'_, P> {
         join(workers).await
     }
 
+    /// One look at unfinished reservations; hands over what it finds. Returns how many
+    /// reservations of unknown owner are not old enough yet, and whether it found any.
+    async fn recover_round(&self) -> Result<(usize, bool)> {
+        self.next_sweep_at
+            .set(self.platform().now_ms() + self.sweep_every());
+        let skip: Vec<String> = self
+            .busy
+            .borrow()
+            .iter()
+            .chain(self.handled.borrow().iter())
+            .cloned()
+            .collect();
+        let found = self.flow.recoverable(&skip, self.signal).await?;
+        if found.released > 0 {
+            self.progress.borrow_mut().released += found.released;
+            self.report();
+        }
+        let any = !found.batches.is_empty() || found.released > 0;
+        for batch in found.batches {
+            if self.aborted() || !self.process(batch).await {
+                break;
+            }
+        }
+        Ok((found.young, any))
+    }
+
     /// Recovers what is unfinished; when this run lost reservations, waits for their rows to
     /// count as stranded so that the run does not end leaving them behind.
     async fn recover(&self) -> Result<()> {
         loop {
-            let skip: Vec<String> = self
-                .busy
-                .borrow()
-                .iter()
-                .chain(self.handled.borrow().iter())
-                .cloned()
-                .collect();
-            let (batches, young) = self
-                .flow
-                .recoverable(self.opts.stranded_after_ms, &skip, self.signal)
-                .await?;
-            let found = !batches.is_empty();
-            for batch in batches {
-                if self.aborted() {
-                    return Ok(());
-                }
-                self.process(batch).await;
-            }
+            let (young, found) = self.recover_round().await?;
             if self.lost.get() == 0 || self.aborted() {
                 return Ok(());
             }
@@ -630,18 +1058,28 @@ impl<P: Platform> Run<'_, P> {
                 return Ok(());
             }
             if young > 0 {
-                let wait = (self.opts.stranded_after_ms / 4.0).clamp(50.0, 30_000.0);
-                if self
-                    .flow
-                    .queue
-                    .client
-                    .platform
-                    .sleep(wait, self.signal)
-                    .await
-                    .is_err()
-                {
+                let wait = (self.flow.hold_ms / 4.0).clamp(50.0, 30_000.0);
+                if self.platform().sleep(wait, self.signal).await.is_err() {
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// One cycle: what is unfinished, the queue, the error queue, and what the drains left.
+    async fn cycle(&self) -> Result<()> {
+        self.recover().await?;
+        self.drain_all(false).await?;
+        let errors = self.opts.errors != ErrorPolicy::Skip;
+        loop {
+            if errors {
+                self.drain_all(true).await?;
+            }
+            let released = self.progress.borrow().released;
+            self.recover().await?;
+            // What that look released waits in the error queue: its pass takes it in this run.
+            if !errors || self.aborted() || self.progress.borrow().released == released {
+                return Ok(());
             }
         }
     }
@@ -649,7 +1087,9 @@ impl<P: Platform> Run<'_, P> {
 
 /// Consumes the queue: recovers what a previous run left, drains the queue with `concurrency`
 /// workers, then the error queue (per `errors`), sweeps for stranded reservations, and either
-/// returns (nothing left) or, with `poll`, waits and goes again until aborted.
+/// returns (nothing left) or, with `poll`, waits and goes again until aborted. A polling
+/// consumer survives every failure that can pass by itself ([`survivable`]): it reports it,
+/// waits, and goes on.
 pub async fn consume<P: Platform>(
     flow: &Flow<'_, P>,
     handler: &dyn Handler<P::Data>,
@@ -668,30 +1108,43 @@ pub async fn consume<P: Platform>(
         busy: RefCell::new(Vec::new()),
         handled: RefCell::new(Vec::new()),
         lost: Cell::new(0),
+        next_sweep_at: Cell::new(0.0),
+        sweeping: Cell::new(false),
+    };
+    let polling = opts.poll.is_some();
+    let survive = |e: B24Error| -> Result<bool> {
+        if e.is(code::ABORTED) {
+            return Ok(false);
+        }
+        if !(polling && survivable(&e)) {
+            return Err(e);
+        }
+        run.progress.borrow_mut().errors += 1;
+        run.log(
+            Level::Warn,
+            &["the consumer goes on after: ", &e.message()].concat(),
+        );
+        reporter.error(&e);
+        Ok(true)
     };
     match flow.queue.list(&ListArgs::default(), signal).await {
         Ok(page) => run.progress.borrow_mut().remaining = Some(page.total),
-        Err(e) if e.is(code::ABORTED) => {}
-        Err(e) => return Err(e),
+        Err(e) => {
+            survive(e)?;
+        }
     }
     let mut delay = opts.poll.map(|(first, _)| first).unwrap_or(0.0);
     while !run.aborted() {
         let before = run.progress.borrow().batches;
         run.handled.borrow_mut().clear();
-        run.recover()
-            .await
-            .or_else(|e| if e.is(code::ABORTED) { Ok(()) } else { Err(e) })?;
-        run.drain_all(false).await?;
-        if opts.errors != ErrorPolicy::Skip {
-            run.drain_all(true).await?;
-        }
-        run.recover()
-            .await
-            .or_else(|e| if e.is(code::ABORTED) { Ok(()) } else { Err(e) })?;
+        let failed = match run.cycle().await {
+            Ok(()) => false,
+            Err(e) => survive(e)?,
+        };
         let Some((first, longest)) = opts.poll else {
             break;
         };
-        let idle = run.progress.borrow().batches == before;
+        let idle = failed || run.progress.borrow().batches == before;
         delay = if idle {
             (delay * 2.0).min(longest).max(first)
         } else {
@@ -709,13 +1162,16 @@ pub async fn consume<P: Platform>(
         }
     }
     let mut p = run.progress.into_inner();
-    p.stopped = if signal
-        .map(|s| flow.queue.client.platform.aborted(s))
-        .unwrap_or(false)
-    {
+    p.stopped = if run_aborted(flow, signal) {
         "aborted"
     } else {
         "empty"
     };
     Ok(p)
+}
+
+fn run_aborted<P: Platform>(flow: &Flow<'_, P>, signal: Option<&P::Signal>) -> bool {
+    signal
+        .map(|s| flow.queue.client.platform.aborted(s))
+        .unwrap_or(false)
 }

@@ -1,243 +1,23 @@
 //! The consumer through every transition, against the emulator's own REST logic run in
-//! process behind the fake transport (same queue rules as over HTTP, no sockets, a virtual
-//! clock): success, partial failure, a throwing handler, a lost acknowledgement, a lost
-//! reservation, abort mid-batch, resume from the journal, the error-queue policies, and
-//! parallel consumers.
+//! process (see `testworld`): success, partial failure, a throwing handler, a lost
+//! acknowledgement, a lost reservation, abort mid-batch, resume from the journal, the
+//! error-queue policies, and parallel consumers.
 
 use super::consume::{
-    consume, ensure_extended, Batch, ErrorPolicy, Flow, Handler, Options, Outcome, Progress,
-    Reporter,
+    consume, ensure_extended, Batch, ErrorPolicy, Flow, Handler, Options, Outcome,
 };
 use super::error::code;
-use super::journal::{Journal, MemoryStore, Store};
-use super::model::{Features, OfflineEvent};
-use super::offline::Queue;
-use super::platform::{HttpResponse, TransportError};
-use super::testkit::{client, Fake, SECRET};
-use b24_emulator::events::fire;
-use b24_emulator::params::Params;
-use b24_emulator::rest::{execute, Incoming};
-use b24_emulator::state::{Shared, Token};
-use futures_executor::{block_on, LocalPool};
+use super::journal::Journal;
+use super::model::Features;
+use super::testkit::{block_on, client, Fake};
+use super::testworld::*;
+use futures_executor::LocalPool;
 use futures_util::future::{join_all, FutureExt, LocalBoxFuture};
 use futures_util::task::LocalSpawnExt;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::Arc;
-
-/// What the fake network does to one request: `Lose` lets the portal execute it and then drops
-/// the answer (the case that strands reservations); `Refuse` fails it before it gets there.
-#[derive(Clone, Copy, PartialEq)]
-enum Net {
-    Pass,
-    Lose,
-    Refuse,
-}
-
-type Script = Rc<RefCell<dyn FnMut(&str, &Value) -> Net>>;
-
-struct World {
-    shared: Arc<Shared>,
-    fake: Fake,
-}
-
-impl World {
-    fn new(script: Script) -> World {
-        let shared = Arc::new(Shared::new("acme.bitrix24.com".into(), true));
-        {
-            let mut st = shared.lock();
-            st.config.rate_limit = None;
-            st.config.operating_limit_s = None;
-            let app = st.app("local.app");
-            st.tokens.insert(
-                SECRET.into(),
-                Token {
-                    app,
-                    user_id: 1,
-                    admin: true,
-                    expires_ms: i64::MAX,
-                },
-            );
-        }
-        let portal = shared.clone();
-        let fake = Fake::new(move |method, body, _| {
-            let net = (script.borrow_mut())(method, body);
-            if net == Net::Refuse {
-                return Err(TransportError::Network("connection refused".into()));
-            }
-            let params = Params::from_value(body.clone());
-            let (status, v, _) = {
-                let mut st = portal.lock();
-                execute(
-                    &portal,
-                    &mut st,
-                    Incoming {
-                        method,
-                        webhook: None,
-                        params,
-                        https: true,
-                    },
-                )
-            };
-            match net {
-                Net::Pass => Ok(HttpResponse {
-                    status,
-                    body: v.to_string(),
-                }),
-                Net::Lose | Net::Refuse => Err(TransportError::Network("connection reset".into())),
-            }
-        });
-        let world = World { shared, fake };
-        let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
-        let q = Queue {
-            client: &c,
-            connector: None,
-        };
-        block_on(q.bind(&["ONCRMDEALUPDATE".into()], None)).unwrap();
-        world
-    }
-
-    fn passing() -> World {
-        World::new(Rc::new(RefCell::new(|_: &str, _: &Value| Net::Pass)))
-    }
-
-    fn trigger(&self, first: u32, n: u32) {
-        let mut st = self.shared.lock();
-        let mut touched = BTreeSet::new();
-        for i in first..first + n {
-            fire(
-                &mut st,
-                0,
-                "ONCRMDEALUPDATE",
-                &json!({"FIELDS": {"ID": i.to_string()}}),
-                1,
-                None,
-                None,
-                &mut touched,
-            );
-        }
-    }
-
-    /// (rows in the queue, of which reserved, of which in the error queue)
-    fn queue(&self) -> (usize, usize, usize) {
-        let st = self.shared.lock();
-        let rows: Vec<_> = st.queue.rows().collect();
-        (
-            rows.len(),
-            rows.iter().filter(|r| r.process.is_some()).count(),
-            rows.iter().filter(|r| r.error).count(),
-        )
-    }
-
-    fn count(&self, method: &str) -> usize {
-        self.fake
-            .seen
-            .borrow()
-            .requests
-            .iter()
-            .filter(|(m, _)| m == method)
-            .count()
-    }
-}
-
-/// Decides a batch's outcome from the batch and the call number.
-type Decide = Box<dyn Fn(&Batch<Value>, usize) -> Outcome>;
-
-/// Records every event handed over and decides outcomes with `decide`.
-struct Recorder {
-    handled: RefCell<Vec<(u64, bool)>>,
-    decide: Decide,
-    calls: Cell<usize>,
-}
-
-impl Recorder {
-    fn new(decide: impl Fn(&Batch<Value>, usize) -> Outcome + 'static) -> Rc<Recorder> {
-        Rc::new(Recorder {
-            handled: RefCell::default(),
-            decide: Box::new(decide),
-            calls: Cell::new(0),
-        })
-    }
-
-    fn ids(&self) -> BTreeSet<u64> {
-        self.handled.borrow().iter().map(|(id, _)| *id).collect()
-    }
-}
-
-struct Shared2(Rc<Recorder>);
-
-impl Handler<Value> for Shared2 {
-    fn handle(&self, batch: &Batch<Value>) -> LocalBoxFuture<'static, Outcome> {
-        let n = self.0.calls.get();
-        self.0.calls.set(n + 1);
-        self.0
-            .handled
-            .borrow_mut()
-            .extend(batch.events.iter().map(|e| (e.id, batch.error)));
-        let outcome = (self.0.decide)(batch, n);
-        Box::pin(async move { outcome })
-    }
-}
-
-#[derive(Default)]
-struct Log {
-    progress: RefCell<Vec<Progress>>,
-    dead: RefCell<Vec<u64>>,
-}
-
-struct LogRef(Rc<Log>);
-
-impl Reporter<Value> for LogRef {
-    fn progress(&self, p: &Progress) {
-        self.0.progress.borrow_mut().push(p.clone());
-    }
-    fn dead_letters(&self, events: &[OfflineEvent<Value>]) {
-        self.0.dead.borrow_mut().extend(events.iter().map(|e| e.id));
-    }
-}
-
-fn opts(limit: f64) -> Options {
-    Options {
-        limit: Some(limit),
-        stranded_after_ms: 1_000.0,
-        ..Options::default()
-    }
-}
-
-/// Runs one consumer to the end.
-fn run(
-    world: &World,
-    store: Rc<dyn Store>,
-    rec: &Rc<Recorder>,
-    opts: &Options,
-    signal: Option<Rc<Cell<bool>>>,
-) -> (Progress, Rc<Log>) {
-    let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
-    let journal = Journal::new(store, "journal".into());
-    let flow = Flow {
-        queue: Queue {
-            client: &c,
-            connector: None,
-        },
-        journal: &journal,
-    };
-    let log = Rc::new(Log::default());
-    let p = block_on(consume(
-        &flow,
-        &Shared2(rec.clone()),
-        &LogRef(log.clone()),
-        opts,
-        signal.as_ref(),
-    ))
-    .unwrap();
-    (p, log)
-}
-
-fn memory() -> Rc<dyn Store> {
-    Rc::new(MemoryStore::default())
-}
 
 #[test]
 fn consumes_everything_in_batches() {
@@ -271,12 +51,11 @@ fn partial_failures_go_to_the_error_queue_and_come_back() {
         if b.error {
             Outcome::Done
         } else {
-            Outcome::Failed(
+            failed(
                 b.events
                     .iter()
                     .filter(|e| e.id % 2 == 0)
-                    .map(|e| e.message_id.clone())
-                    .collect(),
+                    .map(|e| e.message_id.clone()),
             )
         }
     });
@@ -361,7 +140,7 @@ fn an_acknowledgement_that_never_arrives_is_settled_by_the_next_run() {
 }
 
 #[test]
-fn a_lost_reservation_is_found_by_the_sweep_and_recovered() {
+fn a_lost_reservation_is_found_by_the_sweep_and_released_through_the_error_queue() {
     let lost = Rc::new(Cell::new(false));
     let l = lost.clone();
     let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
@@ -378,14 +157,23 @@ fn a_lost_reservation_is_found_by_the_sweep_and_recovered() {
     let (p, _) = run(&world, memory(), &rec, &opts(25.0), None);
     assert!(lost.get());
     assert_eq!(
-        (p.reserved, p.recovered, p.acked),
-        (35, 25, 60),
-        "25 stranded rows recovered by their process id"
+        (p.reserved, p.released, p.recovered, p.acked),
+        (60, 25, 0, 60),
+        "25 stranded rows released into the error queue, then reserved from it in the same run"
     );
     assert_eq!(rec.ids().len(), 60);
+    assert_eq!(
+        rec.handled
+            .borrow()
+            .iter()
+            .filter(|(_, from_errors)| *from_errors)
+            .count(),
+        25,
+        "the released rows came through the error pass"
+    );
     assert_eq!(world.queue(), (0, 0, 0), "nothing stranded");
     assert!(
-        world.fake.clock.get() - before >= 1_000.0,
+        world.fake.clock.get() - before >= HOLD_MS,
         "waited until the rows counted as stranded"
     );
 }
@@ -430,13 +218,7 @@ fn a_crash_mid_batch_is_resumed_from_the_journal() {
         let mut pool = LocalPool::new();
         pool.spawner()
             .spawn_local(async move {
-                let flow = Flow {
-                    queue: Queue {
-                        client: &c,
-                        connector: None,
-                    },
-                    journal: &journal,
-                };
+                let flow = flow(&c, &journal, "consumer");
                 let _ = consume(
                     &flow,
                     &Hang(Cell::new(0)),
@@ -473,7 +255,7 @@ fn error_queue_failures_are_parked_then_given_up() {
             .map(|e| e.message_id.clone())
             .collect::<Vec<_>>()
     };
-    let rec = Recorder::new(move |b, _| Outcome::Failed(poison(b)));
+    let rec = Recorder::new(move |b, _| failed(poison(b)));
     let store = memory();
     let retry = Options {
         errors: ErrorPolicy::Retry(2),
@@ -510,7 +292,7 @@ fn error_queue_failures_are_parked_then_given_up() {
 fn skip_leaves_the_error_queue_alone() {
     let world = World::passing();
     world.trigger(1, 4);
-    let rec = Recorder::new(|b, _| Outcome::Failed(vec![b.events[0].message_id.clone()]));
+    let rec = Recorder::new(|b, _| failed([b.events[0].message_id.clone()]));
     let (p, _) = run(
         &world,
         memory(),
@@ -542,16 +324,12 @@ fn parallel_consumers_get_disjoint_batches() {
     let journals: Vec<Journal> = (0..3)
         .map(|_| Journal::new(memory(), "journal".into()))
         .collect();
+    let owners = ["a", "b", "c"];
     let flows: Vec<Flow<Fake>> = clients
         .iter()
         .zip(&journals)
-        .map(|(c, j)| Flow {
-            queue: Queue {
-                client: c,
-                connector: None,
-            },
-            journal: j,
-        })
+        .zip(owners)
+        .map(|((c, j), o)| flow(c, j, o))
         .collect();
     let o = Options {
         concurrency: 2,

@@ -29,6 +29,9 @@ pub mod code {
     pub const INVALID_SIGNAL: &str = "INVALID_SIGNAL";
     /// A journal store failed to read or write.
     pub const STORE_FAILED: &str = "STORE_FAILED";
+    /// The portal answered with a redirect (renamed, moved, or something in between): it is
+    /// not followed, since that would send the token to another address.
+    pub const PORTAL_MOVED: &str = "PORTAL_MOVED";
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +44,8 @@ pub struct B24Error {
     pub description: String,
     /// Whether trying the same operation again later can succeed.
     pub retryable: bool,
+    /// `PORTAL_MOVED` only: the host the portal redirected to, when the runtime shows it.
+    pub moved_to: Option<String>,
 }
 
 impl B24Error {
@@ -51,6 +56,7 @@ impl B24Error {
             method: String::new(),
             description: description.into(),
             retryable: false,
+            moved_to: None,
         }
     }
 
@@ -62,6 +68,7 @@ impl B24Error {
             method: String::new(),
             description: description.to_string(),
             retryable: false,
+            moved_to: None,
         };
         e.retryable = crate::core::retry::classify(&e).retryable();
         e

@@ -1,14 +1,17 @@
-//! The journal of open reservations: which process ids this app holds and which of their
-//! messages are still unsettled, plus reserved rows of unknown owner seen by a sweep (with the
-//! time first seen, so only those reserved long enough count as stranded).
+//! The journal of open reservations: for each process id this app holds, who holds it, until
+//! when, and which of its messages are still unsettled; plus reserved rows of unknown owner seen
+//! by a sweep (with the time first seen, so only those reserved long enough count as stranded).
 //!
-//! It lives in the app's store (localStorage, memory, or the app's own async store) as one
-//! small text document, rewritten after every change under an async lock, so a crash or a
-//! reload between "reserved" and "acknowledged" loses nothing: the next consumer re-selects
-//! every journaled reservation by its process id.
+//! Every reservation is its own record in the store (`<key>/<process id>`), read and rewritten
+//! on its own, never from a cached copy: two queue objects, two tabs or two processes sharing a
+//! store never overwrite each other's reservations. A small index (`<key>`) lists the process
+//! ids and the suspects; it is a hint (the sweep finds reservations whose index line was lost
+//! to a concurrent write), never the only copy of anything. `docs/reservations.md` explains the
+//! ownership rules built on it.
 
 use super::args::url_encode;
 use super::error::{code, B24Error, Result};
+use super::signal::url_decode;
 use futures_util::future::LocalBoxFuture;
 use futures_util::lock::Mutex;
 use std::cell::RefCell;
@@ -25,6 +28,17 @@ pub trait Store: 'static {
 #[derive(Default)]
 pub struct MemoryStore {
     map: RefCell<Vec<(String, String)>>,
+}
+
+impl MemoryStore {
+    /// How many keys it holds (for tests of what is left behind).
+    pub fn len(&self) -> usize {
+        self.map.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.borrow().is_empty()
+    }
 }
 
 impl Store for MemoryStore {
@@ -57,99 +71,166 @@ impl Store for MemoryStore {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub process_id: String,
-    /// Messages not yet acknowledged or sent to the error queue.
-    pub message_ids: Vec<String>,
+    /// The consumer working on it (a queue object's id, or the app's `consumerId`).
+    pub owner: String,
+    /// Local time (ms) the reserving request was sent: the portal reserved the rows after it.
+    pub reserved_at_ms: f64,
+    /// Until this local time (ms) nobody but the owner touches the reservation; after it the
+    /// reservation counts as stranded.
+    pub hold_until_ms: f64,
+    /// Written by a consumer holding the queue's exclusive lock: whoever holds the lock next
+    /// may take it over at once (its writer has finished or is gone).
+    pub locked: bool,
     /// Taken from the error queue (`error=1`).
     pub error: bool,
-    /// Local time (ms) of the reservation.
-    pub at_ms: f64,
     /// How many times these events were handed to a handler and failed.
     pub attempts: u32,
+    /// Rows of this reservation that could not be read and were left in place (reported once).
+    pub malformed: u32,
+    /// Messages not yet acknowledged or sent to the error queue.
+    pub message_ids: Vec<String>,
 }
 
+impl Entry {
+    /// Nothing of it is left to settle or to keep.
+    pub fn done(&self) -> bool {
+        self.message_ids.is_empty() && self.malformed == 0
+    }
+
+    const HEADER: &'static str = "b24-offline-entry 2";
+
+    /// `owner reserved hold locked error attempts malformed` then the message ids, URL-encoded.
+    pub fn to_text(&self) -> String {
+        let mut out = String::from(Entry::HEADER);
+        out.push('\n');
+        url_encode(&mut out, &self.owner);
+        for n in [
+            ms(self.reserved_at_ms),
+            ms(self.hold_until_ms),
+            self.locked as u64,
+            self.error as u64,
+            self.attempts as u64,
+            self.malformed as u64,
+        ] {
+            out.push(' ');
+            out.push_str(&n.to_string());
+        }
+        out.push('\n');
+        for (i, m) in self.message_ids.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            url_encode(&mut out, m);
+        }
+        out
+    }
+
+    /// Reads an entry; anything else is `STORE_FAILED` rather than a guess.
+    pub fn from_text(process_id: &str, text: &str) -> Result<Entry> {
+        let mut lines = text.split('\n');
+        if lines.next() != Some(Entry::HEADER) {
+            return Err(corrupt());
+        }
+        let fields: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+        let [owner, reserved, hold, locked, error, attempts, malformed] = fields[..] else {
+            return Err(corrupt());
+        };
+        let n = |s: &str| s.parse::<u64>().map_err(|_| corrupt());
+        let flag = |s: &str| match s {
+            "0" => Ok(false),
+            "1" => Ok(true),
+            _ => Err(corrupt()),
+        };
+        Ok(Entry {
+            process_id: process_id.to_string(),
+            owner: url_decode(owner),
+            reserved_at_ms: n(reserved)? as f64,
+            hold_until_ms: n(hold)? as f64,
+            locked: flag(locked)?,
+            error: flag(error)?,
+            attempts: u32::try_from(n(attempts)?).map_err(|_| corrupt())?,
+            malformed: u32::try_from(n(malformed)?).map_err(|_| corrupt())?,
+            message_ids: lines
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(url_decode)
+                .collect(),
+        })
+    }
+}
+
+/// A time as whole milliseconds (negative and non-finite times are 0).
+fn ms(t: f64) -> u64 {
+    if t.is_finite() && t > 0.0 {
+        t as u64
+    } else {
+        0
+    }
+}
+
+fn corrupt() -> B24Error {
+    B24Error::new(
+        code::STORE_FAILED,
+        "the stored journal is not in the expected format",
+    )
+}
+
+/// The index: process ids with an entry, and reserved rows of unknown owner (process id, first
+/// seen, local ms).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Doc {
-    pub entries: Vec<Entry>,
-    /// Reserved rows of unknown owner: (process id, first seen, local ms).
+pub struct Index {
+    pub reserved: Vec<String>,
     pub suspects: Vec<(String, f64)>,
 }
 
-const HEADER: &str = "b24-offline-journal 1";
+impl Index {
+    const HEADER: &'static str = "b24-offline-journal 2";
 
-fn decode(s: &str) -> String {
-    super::signal::url_decode(s)
-}
-
-impl Doc {
-    /// `R pid error at attempts m1,m2` and `S pid first_seen` lines, values URL-encoded.
     pub fn to_text(&self) -> String {
-        let mut out = String::from(HEADER);
-        for e in &self.entries {
+        let mut out = String::from(Index::HEADER);
+        for pid in &self.reserved {
             out.push_str("\nR ");
-            url_encode(&mut out, &e.process_id);
-            out.push_str(if e.error { " 1 " } else { " 0 " });
-            out.push_str(&(e.at_ms.max(0.0) as u64).to_string());
-            out.push(' ');
-            out.push_str(&e.attempts.to_string());
-            out.push(' ');
-            for (i, m) in e.message_ids.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                url_encode(&mut out, m);
-            }
+            url_encode(&mut out, pid);
         }
         for (pid, seen) in &self.suspects {
             out.push_str("\nS ");
             url_encode(&mut out, pid);
             out.push(' ');
-            out.push_str(&(seen.max(0.0) as u64).to_string());
+            out.push_str(&ms(*seen).to_string());
         }
         out
     }
 
-    /// Reads a journal; a document that is not one is an error rather than an empty journal.
-    pub fn from_text(text: &str) -> Result<Doc> {
-        let bad = || {
-            B24Error::new(
-                code::STORE_FAILED,
-                "the stored journal is not in the expected format",
-            )
-        };
-        let mut lines = text.lines();
-        if lines.next() != Some(HEADER) {
-            return Err(bad());
+    pub fn from_text(text: &str) -> Result<Index> {
+        let mut lines = text.split('\n');
+        if lines.next() != Some(Index::HEADER) {
+            return Err(corrupt());
         }
-        let mut doc = Doc::default();
+        let mut index = Index::default();
         for line in lines.filter(|l| !l.is_empty()) {
-            let parts: Vec<&str> = line.split(' ').collect();
-            match parts.as_slice() {
-                ["R", pid, err, at, attempts, msgs] => doc.entries.push(Entry {
-                    process_id: decode(pid),
-                    error: *err == "1",
-                    at_ms: at.parse::<u64>().map_err(|_| bad())? as f64,
-                    attempts: attempts.parse().map_err(|_| bad())?,
-                    message_ids: msgs
-                        .split(',')
-                        .filter(|m| !m.is_empty())
-                        .map(decode)
-                        .collect(),
-                }),
-                ["S", pid, seen] => doc
-                    .suspects
-                    .push((decode(pid), seen.parse::<u64>().map_err(|_| bad())? as f64)),
-                _ => return Err(bad()),
+            match line.split(' ').collect::<Vec<_>>()[..] {
+                ["R", pid] => index.reserved.push(url_decode(pid)),
+                ["S", pid, seen] => index.suspects.push((
+                    url_decode(pid),
+                    seen.parse::<u64>().map_err(|_| corrupt())? as f64,
+                )),
+                _ => return Err(corrupt()),
             }
         }
-        Ok(doc)
+        Ok(index)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reserved.is_empty() && self.suspects.is_empty()
     }
 }
 
 pub struct Journal {
     store: Rc<dyn Store>,
     key: String,
-    doc: RefCell<Option<Doc>>,
-    /// Serializes load-modify-write, so two writes never land out of order.
+    /// Keeps this object's read-modify-write steps from interleaving with each other.
     lock: Mutex<()>,
 }
 
@@ -158,89 +239,139 @@ impl Journal {
         Journal {
             store,
             key,
-            doc: RefCell::new(None),
             lock: Mutex::new(()),
         }
     }
 
-    async fn loaded(&self) -> Result<()> {
-        if self.doc.borrow().is_some() {
+    fn entry_key(&self, process_id: &str) -> String {
+        let mut k = String::with_capacity(self.key.len() + process_id.len() + 1);
+        k.push_str(&self.key);
+        k.push('/');
+        url_encode(&mut k, process_id);
+        k
+    }
+
+    async fn read_index(&self) -> Result<Index> {
+        match self.store.get(&self.key).await? {
+            Some(t) if !t.is_empty() => Index::from_text(&t),
+            _ => Ok(Index::default()),
+        }
+    }
+
+    /// Applies `change` to the index as stored now, and writes it back.
+    async fn change_index(&self, change: impl FnOnce(&mut Index)) -> Result<()> {
+        let mut index = self.read_index().await?;
+        let before = index.clone();
+        change(&mut index);
+        if index == before {
             return Ok(());
         }
-        let text = self.store.get(&self.key).await?;
-        let doc = match text {
-            Some(t) if !t.is_empty() => Doc::from_text(&t)?,
-            _ => Doc::default(),
-        };
-        *self.doc.borrow_mut() = Some(doc);
-        Ok(())
-    }
-
-    /// The journal as it stands (loaded from the store on first use).
-    pub async fn snapshot(&self) -> Result<Doc> {
-        let _guard = self.lock.lock().await;
-        self.loaded().await?;
-        Ok(self.doc.borrow().clone().unwrap_or_default())
-    }
-
-    /// Applies `change` and writes the result back.
-    pub async fn update(&self, change: impl FnOnce(&mut Doc)) -> Result<()> {
-        let _guard = self.lock.lock().await;
-        self.loaded().await?;
-        let text = {
-            let mut doc = self.doc.borrow_mut();
-            let doc = doc.get_or_insert_with(Doc::default);
-            change(doc);
-            doc.entries.retain(|e| !e.message_ids.is_empty());
-            (!doc.entries.is_empty() || !doc.suspects.is_empty()).then(|| doc.to_text())
-        };
-        match text {
-            Some(t) => self.store.set(&self.key, t).await,
-            None => self.store.delete(&self.key).await,
+        if index.is_empty() {
+            self.store.delete(&self.key).await
+        } else {
+            self.store.set(&self.key, index.to_text()).await
         }
     }
 
-    pub async fn open(&self, entry: Entry) -> Result<()> {
-        self.update(|d| {
-            d.suspects.retain(|(p, _)| *p != entry.process_id);
-            match d
-                .entries
-                .iter_mut()
-                .find(|e| e.process_id == entry.process_id)
-            {
-                Some(e) => *e = entry,
-                None => d.entries.push(entry),
+    async fn read_entry(&self, process_id: &str) -> Result<Option<Entry>> {
+        match self.store.get(&self.entry_key(process_id)).await? {
+            Some(t) if !t.is_empty() => Entry::from_text(process_id, &t).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn write(&self, entry: &Entry) -> Result<()> {
+        if entry.done() {
+            self.store
+                .delete(&self.entry_key(&entry.process_id))
+                .await?;
+            let pid = &entry.process_id;
+            return self
+                .change_index(|i| {
+                    i.reserved.retain(|p| p != pid);
+                    i.suspects.retain(|(p, _)| p != pid);
+                })
+                .await;
+        }
+        self.store
+            .set(&self.entry_key(&entry.process_id), entry.to_text())
+            .await?;
+        let pid = &entry.process_id;
+        self.change_index(|i| {
+            i.suspects.retain(|(p, _)| p != pid);
+            if !i.reserved.contains(pid) {
+                i.reserved.push(pid.clone());
             }
         })
         .await
+    }
+
+    /// The index as stored now.
+    pub async fn index(&self) -> Result<Index> {
+        let _guard = self.lock.lock().await;
+        self.read_index().await
+    }
+
+    /// The entry of a reservation as stored now.
+    pub async fn entry(&self, process_id: &str) -> Result<Option<Entry>> {
+        let _guard = self.lock.lock().await;
+        self.read_entry(process_id).await
+    }
+
+    /// Writes an entry whole (a new reservation, or one taken over); a done one is removed.
+    pub async fn put(&self, entry: &Entry) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        self.write(entry).await
+    }
+
+    /// Changes the stored entry of `process_id` (if there is one) and writes it back; returns it.
+    pub async fn update(
+        &self,
+        process_id: &str,
+        change: impl FnOnce(&mut Entry),
+    ) -> Result<Option<Entry>> {
+        let _guard = self.lock.lock().await;
+        let Some(mut entry) = self.read_entry(process_id).await? else {
+            return Ok(None);
+        };
+        change(&mut entry);
+        self.write(&entry).await?;
+        Ok(Some(entry))
     }
 
     /// These messages of the reservation are settled (acknowledged or in the error queue).
     pub async fn settle(&self, process_id: &str, message_ids: &[String]) -> Result<()> {
-        self.update(|d| {
-            if let Some(e) = d.entries.iter_mut().find(|e| e.process_id == process_id) {
-                e.message_ids.retain(|m| !message_ids.contains(m));
-            }
+        self.update(process_id, |e| {
+            e.message_ids.retain(|m| !message_ids.contains(m))
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Forgets a reservation (settled, or no longer reserved on the portal).
+    pub async fn remove(&self, process_id: &str) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        self.store.delete(&self.entry_key(process_id)).await?;
+        self.change_index(|i| {
+            i.reserved.retain(|p| p != process_id);
+            i.suspects.retain(|(p, _)| p != process_id);
         })
         .await
     }
 
-    pub async fn close(&self, process_id: &str) -> Result<()> {
-        self.update(|d| d.entries.retain(|e| e.process_id != process_id))
-            .await
+    /// One more failed attempt of the reservation's events; returns how many there have been.
+    pub async fn failed_attempt(&self, process_id: &str) -> Result<u32> {
+        Ok(self
+            .update(process_id, |e| e.attempts += 1)
+            .await?
+            .map(|e| e.attempts)
+            .unwrap_or(1))
     }
 
-    /// One more failed attempt of the reservation's events.
-    pub async fn failed_attempt(&self, process_id: &str) -> Result<u32> {
-        let mut n = 0;
-        self.update(|d| {
-            if let Some(e) = d.entries.iter_mut().find(|e| e.process_id == process_id) {
-                e.attempts += 1;
-                n = e.attempts;
-            }
-        })
-        .await?;
-        Ok(n)
+    /// Replaces the reserved rows of unknown owner with those seen now.
+    pub async fn set_suspects(&self, suspects: Vec<(String, f64)>) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        self.change_index(|i| i.suspects = suspects).await
     }
 }
 
@@ -249,60 +380,94 @@ mod tests {
     use super::*;
     use futures_executor::block_on;
 
-    fn entry(pid: &str, msgs: &[&str]) -> Entry {
+    fn entry(pid: &str, owner: &str, msgs: &[&str]) -> Entry {
         Entry {
             process_id: pid.into(),
-            message_ids: msgs.iter().map(|m| m.to_string()).collect(),
+            owner: owner.into(),
+            reserved_at_ms: 5.0,
+            hold_until_ms: 600_005.0,
+            locked: false,
             error: false,
-            at_ms: 5.0,
             attempts: 0,
+            malformed: 0,
+            message_ids: msgs.iter().map(|m| m.to_string()).collect(),
         }
     }
 
     #[test]
     fn text_round_trip_with_odd_characters() {
-        let doc = Doc {
-            entries: vec![Entry {
-                process_id: "p 1".into(),
-                message_ids: vec!["a,b".into(), "c%d".into()],
-                error: true,
-                at_ms: 1700000000123.0,
-                attempts: 2,
-            }],
-            suspects: vec![("q".into(), 42.0)],
+        let e = Entry {
+            owner: "c 1/%".into(),
+            message_ids: vec!["a,b".into(), "c%d".into()],
+            error: true,
+            locked: true,
+            reserved_at_ms: 1_700_000_000_123.0,
+            attempts: 2,
+            malformed: 1,
+            ..entry("p 1", "x", &[])
         };
-        let text = doc.to_text();
-        assert_eq!(Doc::from_text(&text).unwrap(), doc);
-        assert_eq!(
-            Doc::from_text("garbage").unwrap_err().code,
-            code::STORE_FAILED
-        );
-        assert_eq!(
-            Doc::from_text(&[HEADER, "R x"].join("\n"))
-                .unwrap_err()
-                .code,
-            code::STORE_FAILED
-        );
+        assert_eq!(Entry::from_text("p 1", &e.to_text()).unwrap(), e);
+        let i = Index {
+            reserved: vec!["p 1".into()],
+            suspects: vec![("q\n".into(), 42.0)],
+        };
+        assert_eq!(Index::from_text(&i.to_text()).unwrap(), i);
+        for bad in [
+            "garbage",
+            "b24-offline-entry 2\nowner 1 2 0 0 0",
+            "b24-offline-entry 2\nowner 1 2 3 0 0 0\n",
+            "b24-offline-entry 2\nowner x 2 0 0 0 0\n",
+            "b24-offline-entry 2\nowner 1 2 0 0 99999999999 0\n",
+        ] {
+            assert_eq!(
+                Entry::from_text("p", bad).unwrap_err().code,
+                code::STORE_FAILED,
+                "{bad}"
+            );
+        }
+        assert!(Index::from_text("b24-offline-journal 2\nR").is_err());
+        assert!(Index::from_text("b24-offline-journal 1\nR x").is_err());
     }
 
     #[test]
     fn entries_settle_and_disappear_and_survive_a_new_journal() {
-        let store: Rc<dyn Store> = Rc::new(MemoryStore::default());
+        let store = Rc::new(MemoryStore::default());
         let j = Journal::new(store.clone(), "k".into());
-        block_on(j.open(entry("p1", &["m1", "m2"]))).unwrap();
-        block_on(j.open(entry("p2", &["m3"]))).unwrap();
+        block_on(j.put(&entry("p1", "a", &["m1", "m2"]))).unwrap();
+        block_on(j.put(&entry("p2", "a", &["m3"]))).unwrap();
         block_on(j.settle("p1", &["m1".into()])).unwrap();
         // A reload: a new journal on the same store sees what is still open.
         let again = Journal::new(store.clone(), "k".into());
-        let doc = block_on(again.snapshot()).unwrap();
-        assert_eq!(doc.entries.len(), 2);
-        assert_eq!(doc.entries[0].message_ids, vec!["m2".to_string()]);
+        let index = block_on(again.index()).unwrap();
+        assert_eq!(index.reserved, vec!["p1".to_string(), "p2".to_string()]);
+        let p1 = block_on(again.entry("p1")).unwrap().unwrap();
+        assert_eq!(p1.message_ids, vec!["m2".to_string()]);
         block_on(again.settle("p1", &["m2".into()])).unwrap();
-        block_on(again.close("p2")).unwrap();
-        assert_eq!(
-            block_on(store.get("k")).unwrap(),
-            None,
-            "an empty journal is deleted from the store"
+        block_on(again.remove("p2")).unwrap();
+        assert!(
+            store.is_empty(),
+            "an empty journal leaves nothing in the store"
         );
+    }
+
+    /// Two journal objects on one store (two tabs, two processes): each writes only its own
+    /// reservations, so neither erases the other's, whatever the interleaving.
+    #[test]
+    fn two_journals_on_one_store_keep_each_others_entries() {
+        let store = Rc::new(MemoryStore::default());
+        let a = Journal::new(store.clone(), "k".into());
+        let b = Journal::new(store.clone(), "k".into());
+        block_on(a.put(&entry("pa", "a", &["m1"]))).unwrap();
+        block_on(b.put(&entry("pb", "b", &["m2"]))).unwrap();
+        block_on(a.settle("pa", &[])).unwrap();
+        block_on(b.failed_attempt("pb")).unwrap();
+        block_on(a.set_suspects(vec![("px".into(), 1.0)])).unwrap();
+        for j in [&a, &b] {
+            assert_eq!(block_on(j.entry("pa")).unwrap().unwrap().owner, "a");
+            assert_eq!(block_on(j.entry("pb")).unwrap().unwrap().attempts, 1);
+        }
+        // Even with the index lost, the entries are still there by key.
+        block_on(store.delete("k")).unwrap();
+        assert!(block_on(b.entry("pa")).unwrap().is_some());
     }
 }

@@ -72,6 +72,9 @@ impl Bucket {
     }
 }
 
+/// The portal's operating-time window: ten one-minute buckets.
+const WINDOW_MS: f64 = 600_000.0;
+
 /// How long a method blocked with `OPERATION_TIME_LIMIT` waits when the portal gave no reset
 /// time: the next minute bucket.
 const BLOCK_FALLBACK_MS: f64 = 60_000.0;
@@ -122,13 +125,15 @@ impl Operating {
     }
 
     /// Records a response's `time.operating` / `time.operating_reset_at` (either may be absent).
-    /// `skew_ms` is the portal's clock minus ours.
+    /// `skew_ms` is the portal's clock minus ours. The window is ten minutes, so a reset time
+    /// further ahead than that (a hostile or broken answer) is taken as ten minutes.
     pub fn observe(
         &mut self,
         method: &str,
         seconds: Option<f64>,
         reset_at_s: Option<f64>,
         skew_ms: f64,
+        now_ms: f64,
     ) {
         let Some(seconds) = seconds else { return };
         let m = self.entry(method);
@@ -137,7 +142,10 @@ impl Operating {
             m.max_step = m.max_step.max(step);
         }
         m.seconds = seconds;
-        m.reset_at_ms = reset_at_s.map(|s| s * 1000.0 - skew_ms);
+        m.reset_at_ms = reset_at_s
+            .map(|s| s * 1000.0 - skew_ms)
+            .filter(|t| t.is_finite())
+            .map(|t| t.min(now_ms + WINDOW_MS));
     }
 
     /// The portal blocked the method: pause it until its oldest bucket drops.
@@ -216,10 +224,10 @@ mod tests {
     #[test]
     fn operating_pauses_before_the_limit_and_after_a_block() {
         let mut o = Operating::new(480.0);
-        o.observe("crm.deal.list", Some(400.0), Some(1_000.0), 0.0);
-        o.observe("crm.deal.list", Some(420.0), Some(1_000.0), 0.0);
+        o.observe("crm.deal.list", Some(400.0), Some(1_000.0), 0.0, 900_000.0);
+        o.observe("crm.deal.list", Some(420.0), Some(1_000.0), 0.0, 900_000.0);
         assert_eq!(o.wait_ms("crm.deal.list", 900_000.0), 0.0);
-        o.observe("crm.deal.list", Some(445.0), Some(1_000.0), 0.0);
+        o.observe("crm.deal.list", Some(445.0), Some(1_000.0), 0.0, 900_000.0);
         assert_eq!(
             o.wait_ms("crm.deal.list", 900_000.0),
             100_000.0,
@@ -230,10 +238,13 @@ mod tests {
         o.blocked("other", 5_000.0);
         assert_eq!(o.wait_ms("other", 5_000.0), 60_000.0);
         // Absent fields never pause.
-        o.observe("x", None, None, 0.0);
+        o.observe("x", None, None, 0.0, 0.0);
         assert_eq!(o.wait_ms("x", 0.0), 0.0);
         // Skew: the portal's clock is 10 s ahead of ours.
-        o.observe("y", Some(479.5), Some(100.0), 10_000.0);
+        o.observe("y", Some(479.5), Some(100.0), 10_000.0, 80_000.0);
         assert_eq!(o.wait_ms("y", 80_000.0), 10_000.0);
+        // A reset a century away is a broken answer: the method waits ten minutes at most.
+        o.observe("z", Some(479.5), Some(4e9), 0.0, 1_000.0);
+        assert_eq!(o.wait_ms("z", 1_000.0), 600_000.0);
     }
 }

@@ -18,11 +18,16 @@ pub mod platform;
 pub mod read;
 pub mod retry;
 pub mod signal;
+pub mod time;
 pub mod validate;
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod consume_tests;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod hostile_tests;
 #[cfg(test)]
 mod testkit;
 #[cfg(test)]
 mod tests;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod testworld;

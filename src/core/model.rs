@@ -41,13 +41,28 @@ impl<D: Clone> OfflineEvent<D> {
         })
     }
 
-    /// A list of events; `None` if it is not a list or any item is malformed.
-    pub fn read_all<P: Platform<Data = D>>(v: &D) -> Option<Vec<OfflineEvent<D>>> {
-        P::items(v)?
-            .iter()
-            .map(|e| OfflineEvent::read::<P>(e))
-            .collect()
+    /// A list of events, and the items that are not readable events (kept as sent, so that
+    /// one bad row costs only itself); `None` if it is not a list at all.
+    pub fn read_all<P: Platform<Data = D>>(v: &D) -> Option<Rows<D>> {
+        let mut rows = Rows {
+            events: Vec::new(),
+            malformed: Vec::new(),
+        };
+        for item in P::items(v)? {
+            match OfflineEvent::read::<P>(&item) {
+                Some(e) => rows.events.push(e),
+                None => rows.malformed.push(item),
+            }
+        }
+        Some(rows)
     }
+}
+
+/// Rows of an answer: the readable events and the malformed items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows<D> {
+    pub events: Vec<OfflineEvent<D>>,
+    pub malformed: Vec<D>,
 }
 
 /// `event.offline.get`'s result.
@@ -55,18 +70,29 @@ impl<D: Clone> OfflineEvent<D> {
 pub struct Taken<D> {
     pub process_id: Option<String>,
     pub events: Vec<OfflineEvent<D>>,
+    /// Rows that came back but are not readable events (still reserved with the others).
+    pub malformed: Vec<D>,
 }
 
 impl<D: Clone> Taken<D> {
     pub fn read<P: Platform<Data = D>>(v: &D) -> Option<Taken<D>> {
-        let events = match P::field(v, "events") {
+        let rows = match P::field(v, "events") {
             Some(list) => OfflineEvent::read_all::<P>(&list)?,
-            None => Vec::new(),
+            None => Rows {
+                events: Vec::new(),
+                malformed: Vec::new(),
+            },
         };
         Some(Taken {
             process_id: field_text::<P>(v, "process_id").filter(|p| !p.is_empty()),
-            events,
+            events: rows.events,
+            malformed: rows.malformed,
         })
+    }
+
+    /// Nothing came back at all.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.malformed.is_empty()
     }
 }
 
@@ -77,6 +103,9 @@ pub struct ListPage<D> {
     pub total: u64,
     /// Offset of the next page, `None` on the last one.
     pub next: Option<u64>,
+    /// Items of the page that are not readable events.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub malformed: Vec<D>,
 }
 
 /// One entry of `event.get`.
@@ -146,7 +175,16 @@ mod tests {
             &json!({"ID": "-1", "MESSAGE_ID": "m", "EVENT_NAME": "X"})
         )
         .is_none());
-        assert!(OfflineEvent::read_all::<Fake>(&json!([numeric, {"ID": 1}])).is_none());
+        let rows = OfflineEvent::read_all::<Fake>(
+            &json!([numeric, {"ID": 1}, {"ID": "2", "MESSAGE_ID": null, "EVENT_NAME": "X"}]),
+        )
+        .unwrap();
+        assert_eq!(
+            (rows.events.len(), rows.malformed.len()),
+            (1, 2),
+            "one bad row costs only itself"
+        );
+        assert!(OfflineEvent::read_all::<Fake>(&json!({"ID": 1})).is_none());
     }
 
     #[test]

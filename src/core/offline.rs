@@ -100,7 +100,7 @@ impl<'a, P: Platform> Queue<'a, P> {
             .into_result()?;
         let taken = Taken::read::<P>(&raw)
             .ok_or_else(|| shape("the events are not in the expected shape").with_method(METHOD))?;
-        if !args.clear && taken.process_id.is_none() && !taken.events.is_empty() {
+        if !args.clear && taken.process_id.is_none() && !taken.is_empty() {
             return Err(shape("a reservation came back without its process_id").with_method(METHOD));
         }
         Ok(taken)
@@ -129,12 +129,13 @@ impl<'a, P: Platform> Queue<'a, P> {
             .await?;
         let (total, next) = (reply.total, reply.next);
         let raw = reply.into_result()?;
-        let events = OfflineEvent::read_all::<P>(&raw)
+        let rows = OfflineEvent::read_all::<P>(&raw)
             .ok_or_else(|| shape("the events are not in the expected shape").with_method(METHOD))?;
         Ok(ListPage {
-            total: total.unwrap_or(events.len() as u64),
+            total: total.unwrap_or((rows.events.len() + rows.malformed.len()) as u64),
             next,
-            events,
+            events: rows.events,
+            malformed: rows.malformed,
         })
     }
 
@@ -206,9 +207,11 @@ impl<'a, P: Platform> Queue<'a, P> {
         Ok(())
     }
 
-    /// Both features in one request (`feature.get` twice in a batch).
-    pub async fn features(&self, signal: Option<&P::Signal>) -> Result<Features> {
-        let ask = |name: &str, code: &str| Command {
+    /// The plan's features and the app's code (`app.info`), in one request: the queue's
+    /// journal and lock are named after the app, so two apps on one origin never share them.
+    /// The code is `None` if `app.info` did not answer it.
+    pub async fn context(&self, signal: Option<&P::Signal>) -> Result<(Features, Option<String>)> {
+        let feature = |name: &str, code: &str| Command {
             name: name.to_string(),
             method: "feature.get".to_string(),
             params: Some(Tree::Map(vec![(
@@ -216,29 +219,45 @@ impl<'a, P: Platform> Queue<'a, P> {
                 Tree::Str(code.to_string()),
             )])),
         };
-        let items = batch::run(
+        let app = Command {
+            name: "app".to_string(),
+            method: "app.info".to_string(),
+            params: None,
+        };
+        let mut items = batch::run(
             self.client,
             vec![
-                ask("extended", "rest_offline_extended"),
-                ask("connector", "rest_auth_connector"),
+                feature("extended", "rest_offline_extended"),
+                feature("connector", "rest_auth_connector"),
+                app,
             ],
             false,
             signal,
             None,
         )
-        .await?;
-        let mut flags = [false; 2];
-        for (i, item) in items.into_iter().enumerate().take(2) {
-            let value = item
-                .result?
+        .await?
+        .into_iter();
+        let mut flag_of = |name: &str| -> Result<bool> {
+            let value = items
+                .next()
+                .and_then(|item| item.result.transpose())
+                .transpose()?
                 .and_then(|r| P::field(&r, "value"))
-                .ok_or_else(|| shape("feature.get returned no value").with_method("feature.get"))?;
-            flags[i] = flag::<P>(&value);
-        }
-        Ok(Features {
-            extended: flags[0],
-            connector: flags[1],
-        })
+                .ok_or_else(|| {
+                    shape(&[name, " returned no value"].concat()).with_method("feature.get")
+                })?;
+            Ok(flag::<P>(&value))
+        };
+        let features = Features {
+            extended: flag_of("rest_offline_extended")?,
+            connector: flag_of("rest_auth_connector")?,
+        };
+        let code = items
+            .next()
+            .and_then(|item| item.result.ok().flatten())
+            .and_then(|r| super::read::field_text::<P>(&r, "CODE"))
+            .filter(|c| !c.is_empty() && c.len() <= 128);
+        Ok((features, code))
     }
 
     /// Binds events to this queue (`event_type=offline`, no handler). Binding an event that is
@@ -366,6 +385,90 @@ impl<'a, P: Platform> Queue<'a, P> {
             .with("handler", Arg::Str(handler.to_string()));
         self.unbound(body, signal).await
     }
+}
+
+/// Reads a whole list page by page. Without an `order` it pages by ID (`>ID` of the last row
+/// seen, the portal's default order), which stays correct while rows are deleted meanwhile;
+/// with an `order` it pages by offset, which can skip rows deleted meanwhile. The one pager
+/// of the library: `listAll()` and the sweep both walk the queue with it.
+#[derive(Debug, Clone)]
+pub struct Pager {
+    filter: Option<Tree>,
+    order: Option<Tree>,
+    /// Keyset position: the largest row id seen.
+    after: Option<u64>,
+    start: u64,
+    done: bool,
+}
+
+impl Pager {
+    pub fn new(filter: Option<Tree>, order: Option<Tree>) -> Pager {
+        Pager {
+            after: order.is_none().then_some(0),
+            filter,
+            order,
+            start: 0,
+            done: false,
+        }
+    }
+
+    /// The next page, or `None` after the last one.
+    pub async fn next<P: Platform>(
+        &mut self,
+        queue: &Queue<'_, P>,
+        signal: Option<&P::Signal>,
+    ) -> Result<Option<ListPage<P::Data>>> {
+        if self.done {
+            return Ok(None);
+        }
+        let args = match self.after {
+            Some(after) => ListArgs {
+                filter: Some(after_id(self.filter.clone(), after)),
+                order: None,
+                start: None,
+            },
+            None => ListArgs {
+                filter: self.filter.clone(),
+                order: self.order.clone(),
+                start: Some(self.start as f64),
+            },
+        };
+        let page = queue.list(&args, signal).await?;
+        let count = (page.events.len() + page.malformed.len()) as u64;
+        self.start += count;
+        if let Some(after) = self.after.as_mut() {
+            // Malformed rows move the position too, when their ID is readable.
+            let ids = page.events.iter().map(|e| e.id).chain(
+                page.malformed
+                    .iter()
+                    .filter_map(|r| field_uint::<P>(r, "ID")),
+            );
+            let last = ids.max().unwrap_or(*after);
+            // A page that does not move forward would be read forever.
+            self.done = last <= *after;
+            *after = last;
+        }
+        self.done |= page.next.is_none() || count == 0;
+        Ok(Some(page))
+    }
+}
+
+/// Sets `>ID` in a filter to at least `after`.
+fn after_id(filter: Option<Tree>, after: u64) -> Tree {
+    let mut entries = match filter {
+        Some(Tree::Map(m)) => m,
+        _ => Vec::new(),
+    };
+    let mut floor = after as f64;
+    entries.retain(|(k, v)| {
+        let is_gt = k.trim().eq_ignore_ascii_case(">ID");
+        if is_gt {
+            floor = floor.max(v.as_int().unwrap_or(0) as f64);
+        }
+        !is_gt
+    });
+    entries.push((">ID".to_string(), Tree::Num(floor)));
+    Tree::Map(entries)
 }
 
 /// The portal's "Unable to set event handler: Handler already binded".

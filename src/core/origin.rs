@@ -129,9 +129,50 @@ impl Origin {
     }
 }
 
+/// Whether `host` is one of the portals an app serves: `patterns` are host names
+/// (`acme.bitrix24.com`) or `*.`-suffixes (`*.bitrix24.com`: any subdomain, not the domain
+/// itself). Compared without case; a pattern that is not a host name matches nothing.
+pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
+    let host = host.to_ascii_lowercase();
+    patterns.iter().any(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        match p.strip_prefix("*.") {
+            Some(suffix) => {
+                Origin::parse(suffix, false).is_ok()
+                    && host.len() > suffix.len() + 1
+                    && host.ends_with(suffix)
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+            }
+            None => Origin::parse(&p, false)
+                .map(|o| o.host == host)
+                .unwrap_or(false),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_lists() {
+        let list = vec!["acme.bitrix24.com".to_string(), "*.bitrix24.de".to_string()];
+        assert!(host_allowed("Acme.Bitrix24.com", &list));
+        assert!(host_allowed("shop.bitrix24.de", &list));
+        assert!(host_allowed("a.b.bitrix24.de", &list));
+        for no in [
+            "bitrix24.de",
+            "evilbitrix24.de",
+            "acme.bitrix24.com.evil.io",
+            "other.bitrix24.com",
+        ] {
+            assert!(!host_allowed(no, &list), "{no}");
+        }
+        assert!(!host_allowed(
+            "x.y",
+            &["*.".to_string(), "".to_string(), "*".to_string()]
+        ));
+    }
 
     #[test]
     fn accepts_portal_hosts() {

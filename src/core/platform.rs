@@ -26,6 +26,12 @@ pub enum TransportError {
     Network(String),
     Timeout,
     Aborted,
+    /// The answer was a redirect, which is never followed (it would carry the token
+    /// elsewhere). `status` is 0 and `location` `None` where the runtime hides them (browsers).
+    Redirect {
+        status: u16,
+        location: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,7 +64,8 @@ pub trait Platform: 'static {
     fn now_ms(&self) -> f64;
     /// Uniform in [0, 1).
     fn random(&self) -> f64;
-    /// Waits; ends early with `ABORTED` when the signal fires.
+    /// Waits (at most [`super::time::MAX_DELAY_MS`]: longer waits end early and the caller
+    /// checks again); ends early with `ABORTED` when the signal fires.
     fn sleep(&self, ms: f64, signal: Option<&Self::Signal>) -> impl Future<Output = Result<()>>;
     fn aborted(&self, signal: &Self::Signal) -> bool;
     /// One POST of a JSON body.

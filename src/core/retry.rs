@@ -2,7 +2,7 @@
 //!
 //! | failure | portal executed it? | retried |
 //! |---|---|---|
-//! | `expired_token` (401) | no | once, after one shared token refresh |
+//! | `expired_token` (401) | no | after one shared token refresh, up to three refreshes a call |
 //! | `QUERY_LIMIT_EXCEEDED` (503) | no | yes, after the rate limiter has drained |
 //! | `OPERATION_TIME_LIMIT` (429) | no | yes, once the method's operating time has reset |
 //! | `NETWORK`, `TIMEOUT`, 5xx, `BAD_RESPONSE` | maybe | only calls that are safe to repeat |
@@ -36,7 +36,7 @@ pub fn classify(e: &B24Error) -> Kind {
         "expired_token" => Kind::RefreshAuth,
         "QUERY_LIMIT_EXCEEDED" => Kind::RateLimited,
         "OPERATION_TIME_LIMIT" => Kind::OperatingLimited,
-        "OVERLOAD_LIMIT" | "PORTAL_DELETED" => Kind::Fatal,
+        "OVERLOAD_LIMIT" | "PORTAL_DELETED" | code::PORTAL_MOVED => Kind::Fatal,
         code::NETWORK
         | code::TIMEOUT
         | code::BAD_RESPONSE
@@ -102,6 +102,11 @@ impl RetryPolicy {
     }
 }
 
+/// Token refreshes one call may go through: a second `expired_token` right after a refresh
+/// (a token the portal had not taken up yet, a refresh racing another) gets a fresh refresh,
+/// a bounded number of times. Refreshes are not retries: `retries: 0` still refreshes.
+pub const MAX_REFRESHES: u32 = 3;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Decision {
     /// Refresh the token (once), then send again.
@@ -111,20 +116,26 @@ pub enum Decision {
     GiveUp,
 }
 
-/// What to do after attempt number `attempt` (0-based) failed with `kind`.
+/// What to do after a failed attempt: `attempt` retries and `refreshes` refreshes so far.
 pub fn decide(
     kind: Kind,
     idempotency: Idempotency,
     attempt: u32,
-    refreshed: bool,
+    refreshes: u32,
     policy: &RetryPolicy,
     random: f64,
 ) -> Decision {
+    if kind == Kind::RefreshAuth {
+        return if refreshes < MAX_REFRESHES {
+            Decision::Refresh
+        } else {
+            Decision::GiveUp
+        };
+    }
     if attempt >= policy.max_retries {
         return Decision::GiveUp;
     }
     match kind {
-        Kind::RefreshAuth if !refreshed => Decision::Refresh,
         Kind::RefreshAuth | Kind::Fatal => Decision::GiveUp,
         // Nothing was executed: waiting is enough, the limiter knows how long.
         Kind::RateLimited | Kind::OperatingLimited => Decision::Retry(policy.backoff_ms(0, random)),
@@ -168,23 +179,48 @@ mod tests {
     fn decisions() {
         let p = RetryPolicy::default();
         assert_eq!(
-            decide(Kind::RefreshAuth, Idempotency::Unsafe, 0, false, &p, 0.5),
+            decide(Kind::RefreshAuth, Idempotency::Unsafe, 0, 0, &p, 0.5),
             Decision::Refresh
         );
         assert_eq!(
-            decide(Kind::RefreshAuth, Idempotency::Unsafe, 1, true, &p, 0.5),
+            decide(Kind::RefreshAuth, Idempotency::Unsafe, 1, 1, &p, 0.5),
+            Decision::Refresh,
+            "a second expired_token after a refresh gets another"
+        );
+        assert_eq!(
+            decide(
+                Kind::RefreshAuth,
+                Idempotency::Unsafe,
+                0,
+                MAX_REFRESHES,
+                &p,
+                0.5
+            ),
+            Decision::GiveUp
+        );
+        let none = RetryPolicy {
+            max_retries: 0,
+            ..p
+        };
+        assert_eq!(
+            decide(Kind::RefreshAuth, Idempotency::Unsafe, 0, 0, &none, 0.5),
+            Decision::Refresh,
+            "a refresh is not a retry: retries 0 still refreshes"
+        );
+        assert_eq!(
+            decide(Kind::RateLimited, Idempotency::Unsafe, 0, 0, &none, 0.5),
             Decision::GiveUp
         );
         assert!(matches!(
-            decide(Kind::RateLimited, Idempotency::Unsafe, 2, false, &p, 0.5),
+            decide(Kind::RateLimited, Idempotency::Unsafe, 2, 0, &p, 0.5),
             Decision::Retry(_)
         ));
         assert!(matches!(
-            decide(Kind::Transient, Idempotency::Safe, 2, false, &p, 0.5),
+            decide(Kind::Transient, Idempotency::Safe, 2, 0, &p, 0.5),
             Decision::Retry(_)
         ));
         assert_eq!(
-            decide(Kind::Transient, Idempotency::Unsafe, 0, false, &p, 0.5),
+            decide(Kind::Transient, Idempotency::Unsafe, 0, 0, &p, 0.5),
             Decision::GiveUp
         );
         assert_eq!(
@@ -192,14 +228,14 @@ mod tests {
                 Kind::Transient,
                 Idempotency::Safe,
                 p.max_retries,
-                false,
+                0,
                 &p,
                 0.5
             ),
             Decision::GiveUp
         );
         assert_eq!(
-            decide(Kind::Fatal, Idempotency::Safe, 0, false, &p, 0.5),
+            decide(Kind::Fatal, Idempotency::Safe, 0, 0, &p, 0.5),
             Decision::GiveUp
         );
     }

@@ -1,4 +1,8 @@
 //! A scripted portal and a virtual clock for native tests of everything above the transport.
+//! Sleeps wait on the virtual clock; [`block_on`] moves it forward to the next timer whenever
+//! every task waits (as a paused tokio clock does), so waits cost no real time, a hanging
+//! future times out exactly when its deadline comes, and a run that waits for nothing at all
+//! panics instead of hanging the test.
 
 use super::args::Tree;
 use super::args::{Arg, Body};
@@ -25,6 +29,65 @@ pub async fn yield_now() {
         }
     })
     .await
+}
+
+struct Timer {
+    at: f64,
+    clock: Rc<Cell<f64>>,
+    waker: std::task::Waker,
+    /// Cleared when the sleep is dropped before it ends.
+    live: Rc<Cell<bool>>,
+}
+
+thread_local! {
+    static TIMERS: RefCell<Vec<Timer>> = const { RefCell::new(Vec::new()) };
+}
+
+struct Flag(std::sync::atomic::AtomicBool);
+
+impl std::task::Wake for Flag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Runs a future to the end on the virtual clock (see the module comment).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::atomic::Ordering;
+    let flag = std::sync::Arc::new(Flag(std::sync::atomic::AtomicBool::new(true)));
+    let waker = std::task::Waker::from(flag.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        flag.0.store(false, Ordering::SeqCst);
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        if flag.0.load(Ordering::SeqCst) {
+            continue;
+        }
+        // Every task waits: the earliest live timer fires, its clock moving up to it.
+        let next = TIMERS.with(|t| {
+            let mut t = t.borrow_mut();
+            t.retain(|x| x.live.get());
+            let i = (0..t.len()).min_by(|a, b| t[*a].at.total_cmp(&t[*b].at))?;
+            Some(t.swap_remove(i))
+        });
+        let timer = next.expect("the future waits for nothing: it would hang forever");
+        if timer.clock.get() < timer.at {
+            timer.clock.set(timer.at);
+        }
+        timer.waker.wake();
+    }
+}
+
+/// Ends a sleep's timer when the sleep is dropped.
+struct Live(Rc<Cell<bool>>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 pub type Reply = std::result::Result<HttpResponse, TransportError>;
@@ -93,13 +156,40 @@ impl Platform for Fake {
     }
 
     async fn sleep(&self, ms: f64, signal: Option<&Self::Signal>) -> Result<()> {
-        self.clock.set(self.clock.get() + ms);
-        match signal {
-            Some(s) if s.get() => Err(super::error::B24Error::new(
-                super::error::code::ABORTED,
-                "aborted",
-            )),
-            _ => Ok(()),
+        let aborted = || {
+            signal
+                .map(|s| s.get())
+                .unwrap_or(false)
+                .then(|| super::error::B24Error::new(super::error::code::ABORTED, "aborted"))
+        };
+        if let Some(e) = aborted() {
+            return Err(e);
+        }
+        let at = self.clock.get() + super::time::clamp_delay(ms);
+        let live = Live(Rc::new(Cell::new(true)));
+        let clock = self.clock.clone();
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if clock.get() >= at {
+                return std::task::Poll::Ready(());
+            }
+            if !registered {
+                registered = true;
+                TIMERS.with(|t| {
+                    t.borrow_mut().push(Timer {
+                        at,
+                        clock: clock.clone(),
+                        waker: cx.waker().clone(),
+                        live: live.0.clone(),
+                    })
+                });
+            }
+            std::task::Poll::Pending
+        })
+        .await;
+        match aborted() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 

@@ -284,6 +284,18 @@ pub fn method_name(name: &str) -> Result<()> {
     }
 }
 
+/// A consumer's id in journal entries: short, printable, no spaces.
+pub fn consumer_id(id: &str) -> Result<()> {
+    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(B24Error::invalid(
+            "consumerId",
+            "must be 1 to 128 printable ASCII characters without spaces",
+        ))
+    }
+}
+
 pub fn connector(id: &str) -> Result<()> {
     if !id.is_empty() && id.len() <= 255 && !id.chars().any(char::is_control) {
         Ok(())

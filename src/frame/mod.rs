@@ -1,5 +1,7 @@
-//! The placement frame's I/O: one `message` listener that only ever looks at messages from the
-//! portal's exact origin, and requests to the parent window with a callback id and a timeout.
+//! The placement frame's I/O: one `message` listener that only ever looks at messages the
+//! parent window posted from the portal's exact origin (another frame of the same origin, a
+//! popup or the app itself cannot answer for the portal), and requests to the parent window
+//! with a callback id and a timeout.
 
 use crate::core::error::{code, B24Error, Result};
 use crate::core::frame::{callback_id, command_text, split_answer};
@@ -40,9 +42,16 @@ impl Channel {
             .ok_or_else(|| unavailable("there is no window here (a worker?)".into()))?;
         let pending: Pending = Rc::default();
         let (p, o) = (pending.clone(), origin.clone());
+        let parent: JsValue = window
+            .parent()
+            .ok()
+            .flatten()
+            .map(JsValue::from)
+            .unwrap_or(JsValue::NULL);
         let listener = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            // Anything from another origin is dropped before its data is even looked at.
-            if event.origin() != o {
+            // Anything not posted by the parent from the portal's origin is dropped before its
+            // data is even looked at.
+            if event.origin() != o || event.source().map(JsValue::from) != Some(parent.clone()) {
                 return;
             }
             let Some(data) = event.data().as_string() else {

@@ -14,6 +14,7 @@ use crate::core::error::{B24Error, Result};
 use crate::core::limiter::{RateLimit, ENTERPRISE, STANDARD};
 use crate::core::origin::Origin;
 use crate::core::retry::{is_read_method, Idempotency};
+use crate::core::time::MAX_DELAY_MS;
 use crate::core::validate;
 use js_sys::{Object, Promise, Reflect};
 use std::cell::RefCell;
@@ -70,7 +71,7 @@ pub fn config(opts: &JsValue, origin: Origin) -> Result<Config> {
     let mut cfg = Config::new(origin);
     cfg.rate = limits(opts)?;
     if let Some(t) = opt_f64(opts, "timeoutMs")? {
-        cfg.timeout_ms = validate::positive("timeoutMs", t)? as f64;
+        cfg.timeout_ms = (validate::positive("timeoutMs", t)? as f64).min(MAX_DELAY_MS);
     }
     if let Some(r) = opt_f64(opts, "retries")? {
         cfg.retry.max_retries = validate::non_negative("retries", r)?.min(100) as u32;
@@ -377,19 +378,25 @@ impl Bitrix24 {
                 }
                 None => self.client.config.connector.clone(),
             };
-            let key = match opt_str(&opts, "storeKey")? {
-                Some(k) if !k.is_empty() => k,
+            let store_key = match opt_str(&opts, "storeKey")? {
+                Some(k) if !k.is_empty() => Some(k),
                 Some(_) => return Err(B24Error::invalid("storeKey", "must not be empty")),
-                None => [
-                    "b24-offline/journal/",
-                    &self.client.config.origin.host,
-                    "/",
-                    connector.as_deref().unwrap_or(""),
-                ]
-                .concat(),
+                None => None,
             };
-            let journal = super::store::journal(field(&opts, "store"), &key)?;
-            Ok(OfflineQueue::new(self.client.clone(), connector, journal))
+            let owner = match opt_str(&opts, "consumerId")? {
+                Some(id) => validate::consumer_id(&id).map(|_| id)?,
+                None => crate::core::frame::callback_id(js_sys::Math::random(), 0),
+            };
+            let store = field(&opts, "store");
+            // Check the store now rather than at the first reservation.
+            super::store::check(store.as_ref())?;
+            Ok(OfflineQueue::new(
+                self.client.clone(),
+                connector,
+                owner,
+                store,
+                store_key,
+            ))
         };
         build().map_err(|e| js_error(&e))
     }

@@ -19,6 +19,7 @@ extern "C" {
         method: &str,
         description: &str,
         retryable: bool,
+        moved_to: Option<String>,
     ) -> JsValue;
     #[wasm_bindgen(js_name = asyncIterable)]
     pub fn async_iterable(next: &JsValue) -> JsValue;
@@ -33,6 +34,7 @@ pub fn js_error(e: &B24Error) -> JsValue {
         &e.method,
         &e.description,
         e.retryable,
+        e.moved_to.clone(),
     )
 }
 

@@ -1,24 +1,29 @@
 //! The reservation flow in JavaScript: `reserve`, `take`, `consume`, `recover` on a queue, and
 //! the `Reservation` they hand out. The decisions are the core's (`core::consume`); this file
-//! adapts the app's handler, callbacks and options.
+//! reads the app's handler answers, callbacks and options.
 
 use super::client::{promise, WebClient};
-use super::convert::{field, js_error, opt_bool, opt_f64, opt_fn, opt_signal, opt_tree, options};
-use super::platform::{to_js, JsData};
+use super::convert::{
+    field, js_error, opt_bool, opt_f64, opt_fn, opt_signal, opt_str, opt_tree, options,
+};
+use super::platform::{to_js, JsData, WebPlatform};
 use super::queue::OfflineQueue;
 use super::store::call_async;
 use crate::core::consume::{
-    consume, ensure_extended, Batch, ErrorPolicy, Flow, Handler, Options, Outcome, Progress,
-    Reporter, STRANDED_AFTER_MS,
+    check_stranded_after, consume, ensure_extended, min_stranded_after_ms, resolve, Batch,
+    DeadReason, ErrorPolicy, EventRef, Flow, Handler, MalformedPolicy, Options, Outcome, Progress,
+    Reporter, HANDLER_TIMEOUT_MS, STRANDED_AFTER_MS,
 };
 use crate::core::error::{code, B24Error, Result};
 use crate::core::journal::Journal;
 use crate::core::model::{Features, OfflineEvent};
 use crate::core::offline::{GetArgs, Queue};
+use crate::core::platform::Platform;
+use crate::core::time::MAX_DELAY_MS;
 use crate::core::validate;
 use futures_util::future::LocalBoxFuture;
 use js_sys::{Array, Function, Object, Promise, Reflect};
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -36,13 +41,30 @@ extern "C" {
     ) -> Promise;
 }
 
+/// What the flow needs once per queue: the plan's features, and the journal and lock named
+/// after the app (asked from the portal in the same request as the features).
+pub(crate) struct Prepared {
+    features: Features,
+    journal: Rc<Journal>,
+    lock: String,
+}
+
 /// What a queue method needs to run the flow, owned (promises outlive `&self`).
 #[derive(Clone)]
 struct Parts {
     client: Rc<WebClient>,
     connector: Option<String>,
-    journal: Rc<Journal>,
-    features: Rc<Cell<Option<Features>>>,
+    owner: Rc<str>,
+    store: Option<JsValue>,
+    store_key: Option<String>,
+    prepared: Rc<RefCell<Option<Rc<Prepared>>>>,
+}
+
+/// How long reservations are held and handled.
+#[derive(Clone, Copy)]
+struct Holds {
+    hold_ms: f64,
+    handler_timeout_ms: f64,
 }
 
 impl Parts {
@@ -50,32 +72,79 @@ impl Parts {
         Parts {
             client: q.client.clone(),
             connector: q.connector.clone(),
-            journal: q.journal.clone(),
-            features: q.features.clone(),
+            owner: q.owner.clone(),
+            store: q.store.clone(),
+            store_key: q.store_key.clone(),
+            prepared: q.prepared.clone(),
         }
     }
 
-    fn flow(&self) -> Flow<'_, super::platform::WebPlatform> {
+    fn queue(&self) -> Queue<'_, WebPlatform> {
+        Queue {
+            client: &self.client,
+            connector: self.connector.as_deref(),
+        }
+    }
+
+    fn flow<'a>(&'a self, p: &'a Prepared, locked: bool, holds: Holds) -> Flow<'a, WebPlatform> {
         Flow {
-            queue: Queue {
-                client: &self.client,
-                connector: self.connector.as_deref(),
-            },
-            journal: &self.journal,
+            queue: self.queue(),
+            journal: &p.journal,
+            owner: &self.owner,
+            locked,
+            hold_ms: holds.hold_ms,
+            handle_ms: holds.handler_timeout_ms + 2.0 * self.client.config.timeout_ms,
         }
     }
 
-    /// Reservations need `rest_offline_extended`; asked once per queue.
-    async fn extended(&self, signal: Option<&AbortSignal>) -> Result<()> {
-        let features = match self.features.get() {
-            Some(f) => f,
-            None => {
-                let f = self.flow().queue.features(signal).await?;
-                self.features.set(Some(f));
-                f
-            }
+    /// Features, journal and lock, asked once per queue; reservations need
+    /// `rest_offline_extended`.
+    async fn prepare(&self, signal: Option<&AbortSignal>) -> Result<Rc<Prepared>> {
+        if let Some(p) = self.prepared.borrow().clone() {
+            ensure_extended(&p.features)?;
+            return Ok(p);
+        }
+        let (features, app) = self.queue().context(signal).await?;
+        let name = [
+            "b24-offline/",
+            &self.client.config.origin.host,
+            "/",
+            app.as_deref().unwrap_or(""),
+            "/",
+            self.connector.as_deref().unwrap_or(""),
+        ]
+        .concat();
+        let key = self.store_key.clone().unwrap_or_else(|| name.clone());
+        let p = Rc::new(Prepared {
+            features,
+            journal: super::store::journal(self.store.clone(), &key)?,
+            lock: name,
+        });
+        *self.prepared.borrow_mut() = Some(p.clone());
+        ensure_extended(&features)?;
+        Ok(p)
+    }
+
+    /// The hold settings of `opts`: `handlerTimeoutMs` and `strandedAfterMs`, the latter at
+    /// least its safe minimum (and by default at least ten minutes).
+    fn holds(&self, opts: &JsValue) -> Result<Holds> {
+        let handler_timeout_ms = match opt_f64(opts, "handlerTimeoutMs")? {
+            Some(t) => (validate::positive("handlerTimeoutMs", t)? as f64).min(MAX_DELAY_MS),
+            None => HANDLER_TIMEOUT_MS,
         };
-        ensure_extended(&features)
+        let timeout = self.client.config.timeout_ms;
+        let hold_ms = match opt_f64(opts, "strandedAfterMs")? {
+            Some(ms) => {
+                let ms = validate::positive("strandedAfterMs", ms)? as f64;
+                check_stranded_after(ms, handler_timeout_ms, timeout)?;
+                ms
+            }
+            None => STRANDED_AFTER_MS.max(min_stranded_after_ms(handler_timeout_ms, timeout)),
+        };
+        Ok(Holds {
+            hold_ms,
+            handler_timeout_ms,
+        })
     }
 }
 
@@ -88,22 +157,137 @@ fn get_args(opts: &JsValue) -> Result<GetArgs> {
     })
 }
 
+/// One entry of `failed` (or of `ack`/`fail`): a message id, a row id, or an event object.
+fn event_ref(x: &JsValue) -> EventRef {
+    if let Some(s) = x.as_string() {
+        return EventRef::Message(s);
+    }
+    if let Some(n) = x.as_f64() {
+        return match validate::positive("id", n) {
+            Ok(id) => EventRef::Row(id as u64),
+            Err(_) => EventRef::Invalid("is a number that is not a row id".into()),
+        };
+    }
+    if x.is_object() && !Array::is_array(x) {
+        let id = field(x, "id")
+            .and_then(|v| v.as_f64())
+            .and_then(|n| validate::positive("id", n).ok());
+        let message = field(x, "messageId").and_then(|v| v.as_string());
+        return match (id, message) {
+            (Some(id), Some(m)) => EventRef::Both(id as u64, m),
+            (Some(id), None) => EventRef::Row(id as u64),
+            (None, Some(m)) => EventRef::Message(m),
+            (None, None) => EventRef::Invalid("is an object that is not an event".into()),
+        };
+    }
+    EventRef::Invalid("is neither a message id, a row id nor an event".into())
+}
+
+fn event_refs(list: &JsValue) -> Option<Vec<EventRef>> {
+    list.dyn_ref::<Array>()
+        .map(|a| a.iter().map(|x| event_ref(&x)).collect())
+}
+
+/// Reads what a handler returned: nothing (all succeeded) or `{ failed: [...] }`. Anything else
+/// (a typo in the key, `failed` that is not a list, a bare list, `true`) fails the batch rather
+/// than acknowledge it by accident.
+fn outcome(v: &JsValue) -> Outcome {
+    if v.is_undefined() || v.is_null() {
+        return Outcome::Done;
+    }
+    if !v.is_object() || Array::is_array(v) || v.is_function() {
+        return Outcome::Invalid(
+            "the handler returned a value that is neither undefined nor { failed: [...] }".into(),
+        );
+    }
+    for key in Object::keys(v.unchecked_ref::<Object>()).iter() {
+        if key.as_string().as_deref() != Some("failed") {
+            return Outcome::Invalid(
+                [
+                    "the handler's answer has the key '",
+                    &key.as_string().unwrap_or_default(),
+                    "'; only { failed: [...] } is understood",
+                ]
+                .concat(),
+            );
+        }
+    }
+    match Reflect::get(v, &"failed".into()) {
+        Ok(f) if f.is_undefined() => Outcome::Done,
+        Ok(f) => match event_refs(&f) {
+            Some(refs) => Outcome::Failed(refs),
+            None => Outcome::Invalid(
+                "the handler's failed is not an array of message ids, row ids or events".into(),
+            ),
+        },
+        Err(_) => Outcome::Invalid("the handler's answer could not be read".into()),
+    }
+}
+
 /// A reserved batch: acknowledge it, fail some of it, or read it again.
 #[wasm_bindgen]
 pub struct Reservation {
     parts: Parts,
+    prepared: Rc<Prepared>,
+    holds: Holds,
     batch: Batch<JsData>,
     events: JsValue,
 }
 
 impl Reservation {
-    fn new(parts: Parts, batch: Batch<JsData>) -> Reservation {
+    fn new(
+        parts: Parts,
+        prepared: Rc<Prepared>,
+        holds: Holds,
+        batch: Batch<JsData>,
+    ) -> Reservation {
         let events = to_js(&batch.events);
         Reservation {
             parts,
+            prepared,
+            holds,
             batch,
             events,
         }
+    }
+
+    /// The message ids `refs` name in this reservation, or `INVALID_ARGUMENT` naming the
+    /// first entry that is not one of its events; all of them when `refs` is absent.
+    fn named(&self, refs: Option<JsValue>) -> Result<Vec<String>> {
+        let Some(v) = refs.filter(|v| !v.is_undefined() && !v.is_null()) else {
+            return Ok(self.batch.message_ids());
+        };
+        let list = if v.as_string().is_some() {
+            vec![event_ref(&v)]
+        } else {
+            event_refs(&v).ok_or_else(|| {
+                B24Error::invalid(
+                    "messageIds",
+                    "must be an array of message ids, row ids or events of this reservation",
+                )
+            })?
+        };
+        resolve(&self.batch.events, &list).map_err(|why| B24Error::invalid("messageIds", &why))
+    }
+
+    fn run(
+        &self,
+        f: impl for<'a> FnOnce(
+                Flow<'a, WebPlatform>,
+                Batch<JsData>,
+            ) -> LocalBoxFuture<'a, Result<JsValue>>
+            + 'static,
+    ) -> Promise {
+        let (parts, prepared, holds, batch) = (
+            self.parts.clone(),
+            self.prepared.clone(),
+            self.holds,
+            self.batch.clone(),
+        );
+        promise(async move {
+            let flow = parts.flow(&prepared, false, holds);
+            f(flow, batch).await
+        })
     }
 }
 
@@ -119,6 +303,17 @@ impl Reservation {
         self.events.clone()
     }
 
+    /// Rows of the reservation that are not readable events, as the portal sent them.
+    #[wasm_bindgen(getter, unchecked_return_type = "unknown[]")]
+    pub fn malformed(&self) -> JsValue {
+        self.batch
+            .malformed
+            .iter()
+            .map(|d| d.0.clone())
+            .collect::<Array>()
+            .into()
+    }
+
     /// Taken from the error queue.
     #[wasm_bindgen(getter, js_name = fromErrorQueue)]
     pub fn from_error_queue(&self) -> bool {
@@ -131,64 +326,63 @@ impl Reservation {
         self.batch.recovered
     }
 
-    /// Acknowledges the events (all of them, or these message ids): they leave the queue.
+    /// Acknowledges the events (all of them, or these: message ids, row ids or the event
+    /// objects): they leave the queue. Anything that is not an event of this reservation is
+    /// refused with `INVALID_ARGUMENT` before any request.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn ack(
         &self,
-        #[wasm_bindgen(js_name = messageIds, unchecked_optional_param_type = "string[]")]
+        #[wasm_bindgen(js_name = messageIds, unchecked_optional_param_type = "EventRef[]")]
         message_ids: Option<JsValue>,
     ) -> Promise {
-        let (parts, pid, all) = (
-            self.parts.clone(),
-            self.batch.process_id.clone(),
-            self.batch.message_ids(),
-        );
-        promise(async move {
-            let ids = match message_ids.filter(|v| !v.is_undefined() && !v.is_null()) {
-                Some(v) => super::convert::strings(&v, "messageIds")?,
-                None => all,
-            };
-            parts.flow().ack(&pid, &ids).await?;
-            Ok(JsValue::UNDEFINED)
+        let ids = self.named(message_ids);
+        self.run(move |flow, batch| {
+            Box::pin(async move {
+                flow.ack(&batch.process_id, &ids?).await?;
+                Ok(JsValue::UNDEFINED)
+            })
         })
     }
 
-    /// Sends these events to the error queue. Events that came from the error queue cannot be
-    /// marked again on the portal: they stay reserved and journaled, and come back later.
+    /// Sends these events to the error queue (those still reserved under this process id).
+    /// Events that came from the error queue cannot be marked again on the portal: they stay
+    /// reserved and journaled, and come back later.
     #[wasm_bindgen(unchecked_return_type = "Promise<void>")]
     pub fn fail(
         &self,
-        #[wasm_bindgen(js_name = messageIds, unchecked_param_type = "string[]")]
+        #[wasm_bindgen(js_name = messageIds, unchecked_param_type = "EventRef[]")]
         message_ids: JsValue,
     ) -> Promise {
-        let (parts, pid, error) = (
-            self.parts.clone(),
-            self.batch.process_id.clone(),
-            self.batch.error,
-        );
-        promise(async move {
-            let ids = super::convert::strings(&message_ids, "messageIds")?;
-            parts.flow().fail(&pid, &ids, error).await?;
-            Ok(JsValue::UNDEFINED)
+        let ids = if message_ids.is_undefined() || message_ids.is_null() {
+            Err(B24Error::invalid("messageIds", "is required"))
+        } else {
+            self.named(Some(message_ids))
+        };
+        self.run(move |flow, batch| {
+            Box::pin(async move {
+                flow.fail(&batch.process_id, &ids?, batch.error).await?;
+                Ok(JsValue::UNDEFINED)
+            })
         })
     }
 
     /// The events still reserved under this process id, read again.
     #[wasm_bindgen(unchecked_return_type = "Promise<Reservation>")]
     pub fn reload(&self) -> Promise {
-        let (parts, pid, error) = (
-            self.parts.clone(),
-            self.batch.process_id.clone(),
-            self.batch.error,
-        );
+        let (parts, prepared, holds) = (self.parts.clone(), self.prepared.clone(), self.holds);
+        let (pid, error) = (self.batch.process_id.clone(), self.batch.error);
         promise(async move {
-            let batch = parts.flow().reselect(&pid, error, None).await?;
-            Ok(Reservation::new(parts, batch).into())
+            let batch = {
+                let flow = parts.flow(&prepared, false, holds);
+                let previous = flow.journal.entry(&pid).await?;
+                flow.claim(&pid, error, previous.as_ref(), None).await?
+            };
+            Ok(Reservation::new(parts, prepared, holds, batch).into())
         })
     }
 }
 
-/// The app's handler: `(events, context) => void | { failed: string[] }` (or a promise of it).
+/// The app's handler: `(events, context) => void | { failed }` (or a promise of it).
 struct JsHandler {
     func: Function,
     signal: Option<AbortSignal>,
@@ -197,48 +391,25 @@ struct JsHandler {
 impl Handler<JsData> for JsHandler {
     fn handle(&self, batch: &Batch<JsData>) -> LocalBoxFuture<'static, Outcome> {
         let ctx = Object::new();
-        let _ = Reflect::set(
-            &ctx,
-            &"processId".into(),
-            &JsValue::from_str(&batch.process_id),
-        );
-        let _ = Reflect::set(
-            &ctx,
-            &"fromErrorQueue".into(),
-            &JsValue::from_bool(batch.error),
-        );
-        let _ = Reflect::set(
-            &ctx,
-            &"recovered".into(),
-            &JsValue::from_bool(batch.recovered),
-        );
+        let set = |k: &str, v: &JsValue| {
+            let _ = Reflect::set(&ctx, &k.into(), v);
+        };
+        set("processId", &JsValue::from_str(&batch.process_id));
+        set("fromErrorQueue", &JsValue::from_bool(batch.error));
+        set("recovered", &JsValue::from_bool(batch.recovered));
         if let Some(s) = &self.signal {
-            let _ = Reflect::set(&ctx, &"signal".into(), s);
+            set("signal", s);
         }
         let p = call_async(&self.func, &to_js(&batch.events), &ctx.into());
         Box::pin(async move {
             match JsFuture::from(p).await {
-                Err(e) => {
-                    let why = e
-                        .dyn_ref::<js_sys::Error>()
+                Err(e) => Outcome::Threw(
+                    e.dyn_ref::<js_sys::Error>()
                         .map(|e| String::from(e.message()))
                         .or_else(|| e.as_string())
-                        .unwrap_or_default();
-                    Outcome::Threw(why)
-                }
-                Ok(v) => match field(&v, "failed") {
-                    Some(f) if Array::is_array(&f) => Outcome::Failed(
-                        Array::from(&f)
-                            .iter()
-                            .filter_map(|x| x.as_string())
-                            .collect(),
-                    ),
-                    Some(_) => Outcome::Threw(
-                        "the handler returned { failed } that is not an array of message ids"
-                            .into(),
-                    ),
-                    None => Outcome::Done,
-                },
+                        .unwrap_or_default(),
+                ),
+                Ok(v) => outcome(&v),
             }
         })
     }
@@ -247,19 +418,35 @@ impl Handler<JsData> for JsHandler {
 struct JsReporter {
     on_progress: Option<Function>,
     on_dead_letter: Option<Function>,
+    on_malformed: Option<Function>,
+    on_error: Option<Function>,
+}
+
+/// Calls an app callback; what it throws is its own business (logged nowhere, never ours).
+fn notify(f: &Option<Function>, a: &JsValue, b: &JsValue) {
+    if let Some(f) = f {
+        let _ = f.call2(&JsValue::NULL, a, b);
+    }
 }
 
 impl Reporter<JsData> for JsReporter {
     fn progress(&self, p: &Progress) {
-        if let Some(f) = &self.on_progress {
-            let _ = f.call1(&JsValue::NULL, &to_js(p));
-        }
+        notify(&self.on_progress, &to_js(p), &JsValue::UNDEFINED);
     }
 
-    fn dead_letters(&self, events: &[OfflineEvent<JsData>]) {
-        if let Some(f) = &self.on_dead_letter {
-            let _ = f.call1(&JsValue::NULL, &to_js(&events));
-        }
+    fn dead_letters(&self, events: &[OfflineEvent<JsData>], reason: DeadReason) {
+        let info = Object::new();
+        let _ = Reflect::set(&info, &"reason".into(), &reason.name().into());
+        notify(&self.on_dead_letter, &to_js(&events), &info.into());
+    }
+
+    fn malformed(&self, rows: &[JsData]) {
+        let list: Array = rows.iter().map(|d| d.0.clone()).collect();
+        notify(&self.on_malformed, &list.into(), &JsValue::UNDEFINED);
+    }
+
+    fn error(&self, error: &B24Error) {
+        notify(&self.on_error, &js_error(error), &JsValue::UNDEFINED);
     }
 }
 
@@ -267,28 +454,38 @@ fn error_policy(opts: &JsValue) -> Result<ErrorPolicy> {
     let Some(v) = field(opts, "errors") else {
         return Ok(ErrorPolicy::Include);
     };
+    let bad = || B24Error::invalid("errors", "must be 'include', 'skip' or { retries: n }");
     if let Some(name) = v.as_string() {
         return match name.as_str() {
             "include" => Ok(ErrorPolicy::Include),
             "skip" => Ok(ErrorPolicy::Skip),
-            _ => Err(B24Error::invalid(
-                "errors",
-                "must be 'include', 'skip' or { retries: n }",
-            )),
+            _ => Err(bad()),
         };
     }
     match opt_f64(&v, "retries")? {
         Some(n) => Ok(ErrorPolicy::Retry(
             validate::positive("errors.retries", n)?.min(1000) as u32,
         )),
-        None => Err(B24Error::invalid(
-            "errors",
-            "must be 'include', 'skip' or { retries: n }",
-        )),
+        None => Err(bad()),
     }
 }
 
-fn consume_options(opts: &JsValue) -> Result<Options> {
+fn malformed_policy(opts: &JsValue) -> Result<MalformedPolicy> {
+    match opt_str(opts, "malformed")?.as_deref() {
+        None | Some("park") => Ok(MalformedPolicy::Park),
+        Some("clear") => Ok(MalformedPolicy::Clear),
+        Some(_) => Err(B24Error::invalid("malformed", "must be 'park' or 'clear'")),
+    }
+}
+
+fn delay(opts: &JsValue, key: &str, default: f64) -> Result<f64> {
+    Ok(match opt_f64(opts, key)? {
+        Some(d) => (validate::positive(key, d)? as f64).min(MAX_DELAY_MS),
+        None => default,
+    })
+}
+
+fn consume_options(opts: &JsValue, holds: Holds) -> Result<Options> {
     let args = get_args(opts)?;
     let concurrency = match opt_f64(opts, "concurrency")? {
         Some(c) => validate::positive("concurrency", c)?.min(16) as usize,
@@ -296,28 +493,19 @@ fn consume_options(opts: &JsValue) -> Result<Options> {
     };
     let poll = match opt_bool(opts, "poll")? {
         Some(true) => {
-            let first = opt_f64(opts, "idleDelay")?
-                .map(|d| validate::positive("idleDelay", d))
-                .transpose()?
-                .unwrap_or(1000) as f64;
-            let longest = opt_f64(opts, "maxIdleDelay")?
-                .map(|d| validate::positive("maxIdleDelay", d))
-                .transpose()?
-                .unwrap_or(30_000) as f64;
+            let first = delay(opts, "idleDelay", 1000.0)?;
+            let longest = delay(opts, "maxIdleDelay", 30_000.0)?;
             Some((first, longest.max(first)))
         }
         _ => None,
-    };
-    let stranded_after_ms = match opt_f64(opts, "strandedAfterMs")? {
-        Some(ms) => validate::non_negative("strandedAfterMs", ms)? as f64,
-        None => STRANDED_AFTER_MS,
     };
     Ok(Options {
         limit: args.limit,
         concurrency,
         errors: error_policy(opts)?,
+        malformed: malformed_policy(opts)?,
         poll,
-        stranded_after_ms,
+        handler_timeout_ms: holds.handler_timeout_ms,
         filter: args.filter,
         order: args.order,
     })
@@ -337,10 +525,14 @@ impl OfflineQueue {
             let opts = options(opts.as_ref(), "options")?;
             let mut args = get_args(&opts)?;
             args.error = opt_bool(&opts, "errors")?.unwrap_or(false);
+            let holds = parts.holds(&opts)?;
             let signal = opt_signal(&opts)?;
-            parts.extended(signal.as_ref()).await?;
-            let batch = parts.flow().reserve(&args, signal.as_ref()).await?;
-            Ok(Reservation::new(parts, batch).into())
+            let prepared = parts.prepare(signal.as_ref()).await?;
+            let batch = parts
+                .flow(&prepared, false, holds)
+                .reserve(&args, signal.as_ref())
+                .await?;
+            Ok(Reservation::new(parts, prepared, holds, batch).into())
         })
     }
 
@@ -359,14 +551,27 @@ impl OfflineQueue {
                 ..get_args(&opts)?
             };
             let signal = opt_signal(&opts)?;
-            Ok(to_js(
-                &parts.flow().queue.get(&args, signal.as_ref()).await?.events,
-            ))
+            let taken = parts.queue().get(&args, signal.as_ref()).await?;
+            if !taken.malformed.is_empty() {
+                parts.client.platform.log(
+                    crate::core::platform::Level::Warn,
+                    &[
+                        "take() read ",
+                        &taken.malformed.len().to_string(),
+                        " rows that are not readable events; the portal deleted them with the rest",
+                    ]
+                    .concat(),
+                );
+            }
+            Ok(to_js(&taken.events))
         })
     }
 
-    /// Reservations left unfinished by an earlier run (journal), and stranded ones (reserved
-    /// longer than `strandedAfterMs` by nobody that journaled them), re-selected by process id.
+    /// Reservations left unfinished: this consumer's (journal) while their hold lasts, and
+    /// stranded error-queue ones, re-selected and owned by this queue object from now on.
+    /// Stranded main-queue reservations are released into the error queue instead (take them
+    /// with `reserve({ errors: true })`). Reservations another live consumer holds are left
+    /// alone.
     #[wasm_bindgen(unchecked_return_type = "Promise<Reservation[]>")]
     pub fn recover(
         &self,
@@ -375,17 +580,17 @@ impl OfflineQueue {
         let parts = Parts::of(self);
         promise(async move {
             let opts = options(opts.as_ref(), "options")?;
-            let age = opt_f64(&opts, "strandedAfterMs")?
-                .map(|ms| validate::non_negative("strandedAfterMs", ms))
-                .transpose()?
-                .map(|ms| ms as f64)
-                .unwrap_or(STRANDED_AFTER_MS);
+            let holds = parts.holds(&opts)?;
             let signal = opt_signal(&opts)?;
-            parts.extended(signal.as_ref()).await?;
-            let (batches, _) = parts.flow().recoverable(age, &[], signal.as_ref()).await?;
-            Ok(batches
+            let prepared = parts.prepare(signal.as_ref()).await?;
+            let found = parts
+                .flow(&prepared, false, holds)
+                .recoverable(&[], signal.as_ref())
+                .await?;
+            Ok(found
+                .batches
                 .into_iter()
-                .map(|b| JsValue::from(Reservation::new(parts.clone(), b)))
+                .map(|b| JsValue::from(Reservation::new(parts.clone(), prepared.clone(), holds, b)))
                 .collect::<Array>()
                 .into())
         })
@@ -393,8 +598,9 @@ impl OfflineQueue {
 
     /// Processes the queue: recovers unfinished reservations, reserves batches, hands each to
     /// `handler`, acknowledges what succeeded and fails what it reports as failed (everything,
-    /// if it throws), then drains the error queue and sweeps for stranded reservations. Resolves
-    /// with the counts when the queue is empty (or, with `poll`, when aborted).
+    /// if it throws, answers something else, or does not settle within `handlerTimeoutMs`),
+    /// then drains the error queue and sweeps for stranded reservations. Resolves with the
+    /// counts when the queue is empty (or, with `poll`, when aborted).
     #[wasm_bindgen(unchecked_return_type = "Promise<ConsumeSummary>")]
     pub fn consume(
         &self,
@@ -402,37 +608,35 @@ impl OfflineQueue {
         #[wasm_bindgen(unchecked_optional_param_type = "ConsumeOptions")] opts: Option<JsValue>,
     ) -> Promise {
         let parts = Parts::of(self);
-        let lock = self.lock.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let prepared = async {
                 let opts = options(opts.as_ref(), "options")?;
-                let options = consume_options(&opts)?;
+                let holds = parts.holds(&opts)?;
+                let options = consume_options(&opts, holds)?;
                 let signal = opt_signal(&opts)?;
                 let exclusive = opt_bool(&opts, "exclusive")?.unwrap_or(true);
                 let reporter = JsReporter {
                     on_progress: opt_fn(&opts, "onProgress")?,
                     on_dead_letter: opt_fn(&opts, "onDeadLetter")?,
+                    on_malformed: opt_fn(&opts, "onMalformed")?,
+                    on_error: opt_fn(&opts, "onError")?,
                 };
-                parts.extended(signal.as_ref()).await?;
-                Ok::<_, B24Error>((options, signal, exclusive, reporter))
+                let prepared = parts.prepare(signal.as_ref()).await?;
+                Ok::<_, B24Error>((holds, options, signal, exclusive, reporter, prepared))
             };
-            let (options, signal, exclusive, reporter) =
+            let (holds, options, signal, exclusive, reporter, prepared) =
                 prepared.await.map_err(|e| js_error(&e))?;
+            let lock = prepared.lock.clone();
             let handler = JsHandler {
                 func: handler,
                 signal: signal.clone(),
             };
             let run_signal = signal.clone();
-            let run = Closure::once_into_js(move || -> Promise {
+            let run = Closure::once_into_js(move |locked: bool| -> Promise {
                 promise(async move {
-                    let progress = consume(
-                        &parts.flow(),
-                        &handler,
-                        &reporter,
-                        &options,
-                        run_signal.as_ref(),
-                    )
-                    .await?;
+                    let flow = parts.flow(&prepared, locked, holds);
+                    let progress =
+                        consume(&flow, &handler, &reporter, &options, run_signal.as_ref()).await?;
                     Ok(to_js(&progress))
                 })
             });

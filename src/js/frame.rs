@@ -2,12 +2,14 @@
 //! context, and the frame commands apps use daily.
 
 use super::client::{promise, Bitrix24, WebClient};
-use super::convert::{js_error, opt_bool, opt_f64, options};
+use super::convert::{field, js_error, opt_bool, opt_f64, options, strings};
 use super::platform::{to_js, JsData, WebPlatform};
 use crate::auth::{expiry, FrameRefresher};
 use crate::core::auth::{Token, REFRESH_MARGIN_MS};
 use crate::core::error::{code, B24Error, Result};
 use crate::core::frame::{init_data, parse_window_name, same_portal, InitData};
+use crate::core::origin::host_allowed;
+use crate::core::time::MAX_DELAY_MS;
 use crate::core::validate;
 use crate::frame::Channel;
 use js_sys::{Object, Promise, Reflect};
@@ -153,9 +155,13 @@ fn keep_alive(client: Weak<WebClient>) {
 }
 
 async fn connect(opts: JsValue) -> Result<Bitrix24> {
-    let timeout = match opt_f64(&opts, "timeoutMs")? {
-        Some(t) => validate::positive("timeoutMs", t)? as f64,
+    let timeout = match opt_f64(&opts, "handshakeTimeoutMs")? {
+        Some(t) => (validate::positive("handshakeTimeoutMs", t)? as f64).min(MAX_DELAY_MS),
         None => 5_000.0,
+    };
+    let portals = match field(&opts, "portals") {
+        None => None,
+        Some(v) => Some(strings(&v, "portals")?),
     };
     let window = web_sys::window().ok_or_else(|| {
         unavailable("there is no window here (a worker?): use Bitrix24.withToken")
@@ -169,6 +175,13 @@ async fn connect(opts: JsValue) -> Result<Bitrix24> {
     }
     let name = window.name().unwrap_or_default();
     let frame = parse_window_name(&name, opt_bool(&opts, "allowHttp")?.unwrap_or(false))?;
+    if let Some(list) = &portals {
+        if !host_allowed(&frame.origin.host, list) {
+            return Err(unavailable(
+                "the portal hosting this page is not one of the portals option: refusing to talk to it",
+            ));
+        }
+    }
     let channel = Channel::open(frame.origin.origin(), frame.app_sid.clone())?;
     let data = channel.request("getInitData", None, timeout).await?;
     let init = init_data(&WebPlatform { logger: None }, &JsData(data))?;
@@ -195,7 +208,8 @@ async fn connect(opts: JsValue) -> Result<Bitrix24> {
 impl Bitrix24 {
     /// A client whose token comes from the portal page hosting this iframe (`getInitData`),
     /// refreshed through it (`refreshAuth`). Rejects quickly with `FRAME_UNAVAILABLE` outside
-    /// a portal (no parent, no app sid, an origin it may not talk to, no answer in time).
+    /// a portal (no parent, no app sid, an origin it may not talk to, a portal not in
+    /// `portals`, no answer within `handshakeTimeoutMs`).
     #[wasm_bindgen(js_name = fromFrame, unchecked_return_type = "Promise<Bitrix24>")]
     pub fn from_frame(
         #[wasm_bindgen(js_name = options, unchecked_optional_param_type = "FrameOptions")] options_: Option<JsValue>,

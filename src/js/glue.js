@@ -2,7 +2,7 @@
 
 /** Every failure of b24-offline: a real Error (with a stack) carrying a stable `code`. */
 export class B24Error extends Error {
-  constructor(message, code, status, method, description, retryable) {
+  constructor(message, code, status, method, description, retryable, movedTo) {
     super(message);
     this.name = 'B24Error';
     this.code = code;
@@ -10,12 +10,16 @@ export class B24Error extends Error {
     this.method = method;
     this.description = description;
     this.retryable = retryable;
+    if (movedTo !== undefined) this.movedTo = movedTo;
   }
 }
 
-export function makeError(message, code, status, method, description, retryable) {
-  return new B24Error(message, code, status, method, description, retryable);
+export function makeError(message, code, status, method, description, retryable, movedTo) {
+  return new B24Error(message, code, status, method, description, retryable, movedTo);
 }
+
+/** setTimeout fires at once for delays past 2^31 - 1 ms: longer waits are cut to that. */
+const clamp = (ms) => (ms > 0 ? Math.min(ms, 2147483647) : 0);
 
 /** Resolves with true after `ms`, or with false as soon as `signal` aborts. */
 export function sleep(ms, signal) {
@@ -25,26 +29,46 @@ export function sleep(ms, signal) {
     const timer = setTimeout(() => {
       if (signal) signal.removeEventListener('abort', onAbort);
       resolve(true);
-    }, Math.max(0, ms));
+    }, clamp(ms));
     if (signal) signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
-/** An AbortSignal that fires after `ms` or when `outer` fires; `timedOut()` tells which. */
-export function deadline(ms, outer) {
+/**
+ * POSTs a JSON body and reads the answer as text: `[status, text]`, or for a redirect
+ * `[status, null, location]` (status 0 and no location where the runtime hides them, as
+ * browsers do). Redirects are never followed: the body carries the token. Rejects with
+ * 'timeout', 'aborted' or 'network: why'.
+ */
+export function post(url, body, timeoutMs, signal) {
   const controller = new AbortController();
   let timedOut = false;
-  const timer = setTimeout(() => { timedOut = true; controller.abort(); }, ms);
+  const timer = setTimeout(() => { timedOut = true; controller.abort(); }, clamp(timeoutMs));
   const onAbort = () => controller.abort();
-  if (outer) {
-    if (outer.aborted) controller.abort();
-    else outer.addEventListener('abort', onAbort, { once: true });
+  if (signal) {
+    if (signal.aborted) controller.abort();
+    else signal.addEventListener('abort', onAbort, { once: true });
   }
-  return {
+  const done = () => { clearTimeout(timer); if (signal) signal.removeEventListener('abort', onAbort); };
+  return fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    body,
+    redirect: 'manual',
+    credentials: 'omit',
     signal: controller.signal,
-    timedOut: () => timedOut,
-    done: () => { clearTimeout(timer); if (outer) outer.removeEventListener('abort', onAbort); },
-  };
+  })
+    .then((r) => {
+      if (r.type === 'opaqueredirect' || (r.status >= 300 && r.status < 400)) {
+        controller.abort();
+        return [r.status, null, r.headers.get('location')];
+      }
+      return r.text().then((text) => [r.status, text]);
+    })
+    .catch((e) => {
+      throw timedOut ? 'timeout' : signal && signal.aborted ? 'aborted' : 'network: ' + ((e && e.message) || e);
+    })
+    .finally(done);
 }
 
 /** Wraps `next()` (a function returning Promise<IteratorResult>) as an async iterable. */
@@ -54,18 +78,25 @@ export function asyncIterable(next) {
 }
 
 /**
- * Runs `run` (which returns a promise) holding the Web Lock `name`, so that one consumer per
- * queue runs across the tabs of a browser. Where the Web Locks API is missing (Node, old
- * browsers) or refused (a third-party frame without storage access), or `exclusive` is false,
- * it just runs.
+ * Runs `run(locked)` (which returns a promise) holding the Web Lock `name`, so that one
+ * consumer per queue runs across the tabs of a browser; `locked` tells whether it holds it.
+ * Where the Web Locks API is missing (Node, old browsers) or refused (a third-party frame
+ * without storage access), or `exclusive` is false, it just runs.
  */
 export function withLock(name, signal, exclusive, run) {
   const locks = typeof navigator !== 'undefined' && navigator.locks;
-  if (!exclusive || !locks || typeof locks.request !== 'function') return run();
+  if (!exclusive || !locks || typeof locks.request !== 'function') return run(false);
   let started = false;
-  return locks.request(name, signal ? { signal } : {}, () => { started = true; return run(); })
+  return locks.request(name, signal ? { signal } : {}, () => { started = true; return run(true); })
     // A third-party iframe whose storage is blocked may be refused the lock: run without it.
-    .catch((e) => (!started && e && e.name === 'SecurityError' ? run() : Promise.reject(e)));
+    .catch((e) => (!started && e && e.name === 'SecurityError' ? run(false) : Promise.reject(e)));
+}
+
+/** `callAsync` for a journal store: a call that has not settled within `ms` rejects. */
+export function callStore(fn, key, value, ms) {
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject('timeout'), clamp(ms)); });
+  return Promise.race([callAsync(fn, key, value), late]).finally(() => clearTimeout(timer));
 }
 
 /** Calls `fn(...args)` and always returns a promise (a throw becomes a rejection). */

@@ -6,15 +6,13 @@ use super::convert::{
     options, req_str, strings,
 };
 use super::platform::{to_js, WebPlatform};
-use crate::core::args::Tree;
 use crate::core::error::{B24Error, Result};
-use crate::core::journal::Journal;
-use crate::core::model::Features;
-use crate::core::offline::{GetArgs, ListArgs, Queue, Selection};
+use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
+use crate::core::platform::Platform;
 use crate::core::validate;
 use futures_util::future::LocalBoxFuture;
 use js_sys::{Object, Promise, Reflect};
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -24,32 +22,30 @@ use web_sys::AbortSignal;
 pub struct OfflineQueue {
     pub(crate) client: Rc<WebClient>,
     pub(crate) connector: Option<String>,
-    pub(crate) journal: Rc<Journal>,
-    /// `feature.get`, asked once per queue.
-    pub(crate) features: Rc<Cell<Option<Features>>>,
-    /// The Web Lock that keeps one consumer per queue across tabs.
-    pub(crate) lock: String,
+    /// This consumer's id in journal entries (`consumerId`, or random per queue object).
+    pub(crate) owner: Rc<str>,
+    /// The `store` option as given (`None`: the default).
+    pub(crate) store: Option<JsValue>,
+    pub(crate) store_key: Option<String>,
+    /// Features, journal and lock, asked once (see `flow.rs`).
+    pub(crate) prepared: Rc<RefCell<Option<Rc<super::flow::Prepared>>>>,
 }
 
 impl OfflineQueue {
     pub fn new(
         client: Rc<WebClient>,
         connector: Option<String>,
-        journal: Rc<Journal>,
+        owner: String,
+        store: Option<JsValue>,
+        store_key: Option<String>,
     ) -> OfflineQueue {
-        let lock = [
-            "b24-offline/",
-            &client.config.origin.host,
-            "/",
-            connector.as_deref().unwrap_or(""),
-        ]
-        .concat();
         OfflineQueue {
             client,
             connector,
-            journal,
-            features: Rc::new(Cell::new(None)),
-            lock,
+            owner: owner.into(),
+            store,
+            store_key,
+            prepared: Rc::default(),
         }
     }
 
@@ -89,32 +85,6 @@ fn list_args(opts: &JsValue) -> Result<ListArgs> {
     })
 }
 
-/// Sets `>ID` in a filter to at least `after` (keyset paging that survives deletions).
-fn after_id(filter: Option<Tree>, after: u64) -> Tree {
-    let mut entries = match filter {
-        Some(Tree::Map(m)) => m,
-        _ => Vec::new(),
-    };
-    let mut floor = after as f64;
-    entries.retain(|(k, v)| {
-        let is_gt = k.trim().eq_ignore_ascii_case(">ID");
-        if is_gt {
-            floor = floor.max(v.as_int().unwrap_or(0) as f64);
-        }
-        !is_gt
-    });
-    entries.push((">ID".to_string(), Tree::Num(floor)));
-    Tree::Map(entries)
-}
-
-struct Cursor {
-    buffer: VecDeque<JsValue>,
-    /// Keyset paging by ID when the app gave no order; offset paging otherwise.
-    last_id: Option<u64>,
-    start: f64,
-    done: bool,
-}
-
 fn step(value: JsValue, done: bool) -> JsValue {
     let r = Object::new();
     let _ = Reflect::set(&r, &"value".into(), &value);
@@ -136,13 +106,8 @@ impl OfflineQueue {
         &self,
         #[wasm_bindgen(unchecked_optional_param_type = "SignalOptions")] opts: Option<JsValue>,
     ) -> Promise {
-        let cache = self.features.clone();
         self.run(opts, move |q, _, signal| {
-            Box::pin(async move {
-                let f = q.features(signal.as_ref()).await?;
-                cache.set(Some(f));
-                Ok(to_js(&f))
-            })
+            Box::pin(async move { Ok(to_js(&q.context(signal.as_ref()).await?.0)) })
         })
     }
 
@@ -273,55 +238,44 @@ impl OfflineQueue {
             Ok((args, opt_signal(&opts)?))
         };
         let (args, signal) = prepare().map_err(|e| super::convert::js_error(&e))?;
-        let keyset = args.order.is_none();
-        let cursor = Rc::new(RefCell::new(Cursor {
-            buffer: VecDeque::new(),
-            last_id: keyset.then_some(0),
-            start: 0.0,
-            done: false,
-        }));
+        let pager = Rc::new(RefCell::new(Pager::new(args.filter, args.order)));
+        let buffer = Rc::new(RefCell::new(VecDeque::new()));
         let next = Closure::<dyn FnMut() -> Promise>::new(move || {
-            let (client, connector, cursor, args, signal) = (
+            let (client, connector, pager, buffer, signal) = (
                 client.clone(),
                 connector.clone(),
-                cursor.clone(),
-                args.clone(),
+                pager.clone(),
+                buffer.clone(),
                 signal.clone(),
             );
             promise(async move {
                 loop {
-                    if let Some(v) = cursor.borrow_mut().buffer.pop_front() {
+                    if let Some(v) = buffer.borrow_mut().pop_front() {
                         return Ok(step(v, false));
                     }
-                    if cursor.borrow().done {
-                        return Ok(step(JsValue::UNDEFINED, true));
-                    }
-                    let page_args = {
-                        let c = cursor.borrow();
-                        match c.last_id {
-                            Some(id) => ListArgs {
-                                filter: Some(after_id(args.filter.clone(), id)),
-                                order: None,
-                                start: None,
-                            },
-                            None => ListArgs {
-                                start: Some(c.start),
-                                ..args.clone()
-                            },
-                        }
-                    };
                     let q = Queue {
                         client: &client,
                         connector: connector.as_deref(),
                     };
-                    let page = q.list(&page_args, signal.as_ref()).await?;
-                    let mut c = cursor.borrow_mut();
-                    c.done = page.next.is_none() || page.events.is_empty();
-                    c.start += page.events.len() as f64;
-                    if let (Some(_), Some(last)) = (c.last_id, page.events.last()) {
-                        c.last_id = Some(last.id);
+                    // The pager is only ever driven by one next() at a time: take it out.
+                    let mut p = pager.borrow().clone();
+                    let page = p.next(&q, signal.as_ref()).await?;
+                    *pager.borrow_mut() = p;
+                    let Some(page) = page else {
+                        return Ok(step(JsValue::UNDEFINED, true));
+                    };
+                    if !page.malformed.is_empty() {
+                        client.platform.log(
+                            crate::core::platform::Level::Warn,
+                            &[
+                                "listAll() skipped ",
+                                &page.malformed.len().to_string(),
+                                " rows that are not readable events",
+                            ]
+                            .concat(),
+                        );
                     }
-                    c.buffer.extend(page.events.iter().map(to_js));
+                    buffer.borrow_mut().extend(page.events.iter().map(to_js));
                 }
             })
         });
@@ -353,6 +307,10 @@ impl OfflineQueue {
                     .unwrap_or(JsValue::NULL);
                 let _ = Reflect::set(&out, &"processId".into(), &pid);
                 let _ = Reflect::set(&out, &"events".into(), &to_js(&taken.events));
+                if !taken.malformed.is_empty() {
+                    let rows: js_sys::Array = taken.malformed.iter().map(|d| d.0.clone()).collect();
+                    let _ = Reflect::set(&out, &"malformed".into(), &rows);
+                }
                 Ok(out.into())
             })
         })

@@ -1,6 +1,7 @@
 //! Where the journal is kept in JavaScript: `localStorage` in browsers, memory elsewhere, or an
-//! app-supplied `{ get, set, delete }` (each may return a promise). Queues of the same store and
-//! key in one page share one journal, so two queue objects never overwrite each other's.
+//! app-supplied `{ get, set, delete }` (each may return a promise; one that does not settle
+//! within a minute fails as `STORE_FAILED`). Queues of the same store and key in one page share
+//! one journal object; others (tabs, processes) share the store entry by entry.
 
 use super::convert::field;
 use crate::core::error::{code, B24Error, Result};
@@ -17,7 +18,12 @@ use wasm_bindgen_futures::JsFuture;
 extern "C" {
     #[wasm_bindgen(js_name = callAsync)]
     pub fn call_async(f: &Function, a: &JsValue, b: &JsValue) -> Promise;
+    #[wasm_bindgen(js_name = callStore)]
+    fn call_store(f: &Function, key: &JsValue, value: &JsValue, timeout_ms: f64) -> Promise;
 }
+
+/// How long an app store's call may take before it counts as failed.
+const STORE_TIMEOUT_MS: f64 = 60_000.0;
 
 fn failed(what: &str) -> B24Error {
     B24Error::new(
@@ -69,7 +75,7 @@ impl AppStore {
         let value = value
             .map(|v| JsValue::from_str(&v))
             .unwrap_or(JsValue::UNDEFINED);
-        let p = call_async(&bound, &JsValue::from_str(key), &value);
+        let p = call_store(&bound, &JsValue::from_str(key), &value, STORE_TIMEOUT_MS);
         Box::pin(async move { JsFuture::from(p).await.map_err(|_| failed(what)) })
     }
 }
@@ -116,39 +122,27 @@ fn local_storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok().flatten()
 }
 
-/// The journal for `store` (the option as given) under `key`.
-pub fn journal(store: Option<JsValue>, key: &str) -> Result<Rc<Journal>> {
-    let which = match &store {
-        None => {
-            if local_storage().is_some() {
-                Which::Local
-            } else {
-                Which::Memory
-            }
-        }
-        Some(v) => match v.as_string().as_deref() {
-            Some("local") => Which::Local,
-            Some("memory") => Which::Memory,
-            Some(_) => {
-                return Err(B24Error::invalid(
-                    "store",
-                    "must be 'local', 'memory' or an object { get, set, delete }",
-                ))
-            }
-            None => Which::App(v.clone()),
-        },
+fn which(store: Option<&JsValue>) -> Result<Which> {
+    let Some(v) = store else {
+        return Ok(if local_storage().is_some() {
+            Which::Local
+        } else {
+            Which::Memory
+        });
     };
-    let existing = JOURNALS.with(|j| {
-        let mut list = j.borrow_mut();
-        list.retain(|(_, _, w)| w.strong_count() > 0);
-        list.iter()
-            .find(|(w, k, _)| *w == which && k == key)
-            .and_then(|(_, _, j)| j.upgrade())
-    });
-    if let Some(j) = existing {
-        return Ok(j);
+    match v.as_string().as_deref() {
+        Some("local") => Ok(Which::Local),
+        Some("memory") => Ok(Which::Memory),
+        Some(_) => Err(B24Error::invalid(
+            "store",
+            "must be 'local', 'memory' or an object { get, set, delete }",
+        )),
+        None => Ok(Which::App(v.clone())),
     }
-    let backing: Rc<dyn Store> = match &which {
+}
+
+fn backing(which: &Which) -> Result<Rc<dyn Store>> {
+    Ok(match which {
         Which::Local => Rc::new(LocalStorage(local_storage().ok_or_else(|| {
             B24Error::invalid(
                 "store",
@@ -173,8 +167,28 @@ pub fn journal(store: Option<JsValue>, key: &str) -> Result<Rc<Journal>> {
                 }
             }
         }
-    };
-    let journal = Rc::new(Journal::new(backing, key.to_string()));
+    })
+}
+
+/// Checks the `store` option (as given) without opening a journal.
+pub fn check(store: Option<&JsValue>) -> Result<()> {
+    backing(&which(store)?).map(|_| ())
+}
+
+/// The journal for `store` (the option as given) under `key`.
+pub fn journal(store: Option<JsValue>, key: &str) -> Result<Rc<Journal>> {
+    let which = which(store.as_ref())?;
+    let existing = JOURNALS.with(|j| {
+        let mut list = j.borrow_mut();
+        list.retain(|(_, _, w)| w.strong_count() > 0);
+        list.iter()
+            .find(|(w, k, _)| *w == which && k == key)
+            .and_then(|(_, _, j)| j.upgrade())
+    });
+    if let Some(j) = existing {
+        return Ok(j);
+    }
+    let journal = Rc::new(Journal::new(backing(&which)?, key.to_string()));
     JOURNALS.with(|j| {
         j.borrow_mut()
             .push((which, key.to_string(), Rc::downgrade(&journal)))

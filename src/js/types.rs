@@ -10,7 +10,7 @@ const TYPES: &'static str = r#"
 export type B24ErrorCode =
   | 'INVALID_ARGUMENT' | 'NETWORK' | 'TIMEOUT' | 'BAD_RESPONSE' | 'ABORTED'
   | 'FEATURE_UNAVAILABLE' | 'REFRESH_FAILED' | 'FRAME_UNAVAILABLE' | 'INVALID_SIGNAL'
-  | 'STORE_FAILED' | 'BATCH_HALTED'
+  | 'STORE_FAILED' | 'BATCH_HALTED' | 'PORTAL_MOVED'
   | 'QUERY_LIMIT_EXCEEDED' | 'OPERATION_TIME_LIMIT' | 'expired_token' | 'invalid_token'
   | 'NO_AUTH_FOUND' | 'ACCESS_DENIED' | 'WRONG_AUTH_TYPE' | 'ERROR_ARGUMENT'
   | 'INTERNAL_SERVER_ERROR' | (string & {});
@@ -59,8 +59,12 @@ export interface TokenOptions extends ClientOptions {
 export interface SignalOptions { signal?: AbortSignal }
 
 export interface FrameOptions extends ClientOptions {
-  /** How long to wait for the portal's getInitData answer (default 5000 ms). */
-  timeoutMs?: number;
+  /** How long to wait for the portal's answers to getInitData and refreshAuth (default 5000
+   *  ms). `timeoutMs` is the REST timeout, as everywhere. */
+  handshakeTimeoutMs?: number;
+  /** The portals this app serves: host names or '*.'-suffixes ('*.bitrix24.com'). A page
+   *  hosted by any other portal fails with FRAME_UNAVAILABLE before talking to it. */
+  portals?: string[];
 }
 
 /** What the portal told the frame (getInitData), without the tokens. */
@@ -134,8 +138,12 @@ export interface QueueOptions {
   /** The journal: 'local' (localStorage, the default in browsers), 'memory' (the default
    *  elsewhere) or your own store. */
   store?: 'local' | 'memory' | JournalStore;
-  /** Key of the journal in the store (default: per portal and connector). */
+  /** Key of the journal in the store (default: per portal, app and connector). */
   storeKey?: string;
+  /** This consumer's id in the journal (default: random per queue object). Give a stable,
+   *  unique one to a worker whose store outlives it, so that after a restart it takes its own
+   *  reservations back at once. */
+  consumerId?: string;
 }
 
 export interface Features {
@@ -182,7 +190,13 @@ export type EventOrder = Record<string, 'ASC' | 'DESC' | 'asc' | 'desc'>;
 
 export interface ListOptions extends SignalOptions { filter?: EventFilter; order?: EventOrder; start?: number }
 export interface ListAllOptions extends SignalOptions { filter?: EventFilter; order?: EventOrder }
-export interface ListPage { events: OfflineEvent[]; total: number; next?: number }
+export interface ListPage {
+  events: OfflineEvent[];
+  total: number;
+  next?: number;
+  /** Rows of the page that are not readable events, as sent (only when there are some). */
+  malformed?: unknown[];
+}
 
 export interface GetOptions extends SignalOptions {
   filter?: EventFilter;
@@ -195,12 +209,30 @@ export interface GetOptions extends SignalOptions {
   /** Work on the error queue. */
   error?: boolean;
 }
-export interface Taken { processId: string | null; events: OfflineEvent[] }
+export interface Taken {
+  processId: string | null;
+  events: OfflineEvent[];
+  /** Rows that are not readable events, as sent (reserved with the rest). */
+  malformed?: unknown[];
+}
+
+/** Names one event of a batch: its message id, its row id, or the event object itself. */
+export type EventRef = string | number | Pick<OfflineEvent, 'id' | 'messageId'> | Pick<OfflineEvent, 'id'> | Pick<OfflineEvent, 'messageId'>;
+
+/** How long reservations may be held (see the README's guarantees). */
+export interface HoldOptions {
+  /** A handler (or an app holding a Reservation) may take this long per batch (default 300000). */
+  handlerTimeoutMs?: number;
+  /** A reservation its holder has not finished within this long counts as stranded, and one of
+   *  unknown owner after being seen reserved this long (default 600000; at least
+   *  handlerTimeoutMs + 4 * timeoutMs + 1000). Give every consumer of a queue the same value. */
+  strandedAfterMs?: number;
+}
 
 export interface ClearOptions extends SignalOptions { processId: string; messageIds?: string[]; ids?: number[] }
 export interface ErrorOptions extends SignalOptions { processId: string; messageIds: string[] }
 
-export interface ReserveOptions extends SignalOptions {
+export interface ReserveOptions extends SignalOptions, HoldOptions {
   filter?: EventFilter;
   order?: EventOrder;
   limit?: number;
@@ -208,10 +240,7 @@ export interface ReserveOptions extends SignalOptions {
   errors?: boolean;
 }
 export interface TakeOptions extends SignalOptions { filter?: EventFilter; order?: EventOrder; limit?: number }
-export interface RecoverOptions extends SignalOptions {
-  /** Reserved rows nobody journaled count as stranded after this long (default 600000). */
-  strandedAfterMs?: number;
-}
+export interface RecoverOptions extends SignalOptions, HoldOptions {}
 
 export interface ConsumeContext {
   processId: string;
@@ -220,9 +249,10 @@ export interface ConsumeContext {
   recovered: boolean;
   signal?: AbortSignal;
 }
-/** Return nothing when all succeeded, or the message ids that failed; a throw fails them all. */
+/** Return nothing when all succeeded, or `{ failed }` naming the events that failed; a throw,
+ *  anything else, or an entry that names no event of the batch fails them all. */
 export type ConsumeHandler = (events: OfflineEvent[], context: ConsumeContext) =>
-  void | { failed?: string[] } | Promise<void | { failed?: string[] }>;
+  void | { failed?: EventRef[] } | Promise<void | { failed?: EventRef[] }>;
 
 export interface ConsumeProgress {
   batches: number;
@@ -237,10 +267,18 @@ export interface ConsumeProgress {
   /** Estimated: events in the queue at the start less those settled since. */
   remaining?: number;
   unsettled: number;
+  /** Events of stranded reservations released into the error queue. */
+  released: number;
+  /** Rows that were not readable events (see onMalformed). */
+  malformed: number;
+  /** Batches whose handler did not settle within handlerTimeoutMs. */
+  timedOut: number;
+  /** Failures a polling consumer went on after (see onError). */
+  errors: number;
 }
 export interface ConsumeSummary extends ConsumeProgress { stopped: 'empty' | 'aborted' }
 
-export interface ConsumeOptions extends SignalOptions {
+export interface ConsumeOptions extends SignalOptions, HoldOptions {
   filter?: EventFilter;
   order?: EventOrder;
   /** Events per batch (default 50). */
@@ -254,12 +292,19 @@ export interface ConsumeOptions extends SignalOptions {
   poll?: boolean;
   idleDelay?: number;
   maxIdleDelay?: number;
-  strandedAfterMs?: number;
   /** One consumer per queue across tabs (Web Locks; default true). */
   exclusive?: boolean;
+  /** Rows of a reservation that are not readable events: reported, then left reserved
+   *  ('park', the default) or deleted ('clear'). */
+  malformed?: 'park' | 'clear';
   onProgress?: (progress: ConsumeProgress) => void;
-  /** Events given up under { retries }. */
-  onDeadLetter?: (events: OfflineEvent[]) => void;
+  /** Events given up: under { retries }, or parked so long that the portal would soon delete
+   *  them (25 days after their last change). */
+  onDeadLetter?: (events: OfflineEvent[], info: { reason: 'retries' | 'expiring' }) => void;
+  /** Rows that are not readable events, as the portal sent them. */
+  onMalformed?: (rows: unknown[]) => void;
+  /** Failures a polling consumer goes on after (it waits and tries again). */
+  onError?: (error: B24Error) => void;
 }
 
 export interface OfflineSignal { event: string; ts?: number; domain?: string; memberId?: string }
@@ -273,5 +318,7 @@ export declare class B24Error extends Error {
   readonly description: string;
   /** Whether trying again later can succeed. */
   readonly retryable: boolean;
+  /** PORTAL_MOVED: the host the portal redirected to, where the runtime shows it (Node). */
+  readonly movedTo?: string;
 }
 "#;

@@ -1,6 +1,7 @@
-//! The one place that does I/O: a JSON POST through `fetch` (gloo-net), with a timeout and the
-//! caller's `AbortSignal`, and a sleep that an abort cuts short. Works in windows, workers and
-//! Node (global `fetch` and `setTimeout`).
+//! The one place that does I/O: a JSON POST through `fetch` that never follows a redirect,
+//! with a timeout and the caller's `AbortSignal`, and a sleep that an abort cuts short. Works in
+//! windows, workers and Node (global `fetch` and `setTimeout`). Both live in `glue.js`, where
+//! they are a few lines each.
 
 use crate::core::platform::{HttpResponse, TransportError};
 use wasm_bindgen::prelude::*;
@@ -11,15 +12,12 @@ use web_sys::AbortSignal;
 extern "C" {
     #[wasm_bindgen(js_name = sleep)]
     fn sleep_promise_js(ms: f64, signal: Option<&AbortSignal>) -> js_sys::Promise;
-
-    type Deadline;
-    fn deadline(ms: f64, outer: Option<&AbortSignal>) -> Deadline;
-    #[wasm_bindgen(method, getter)]
-    fn signal(this: &Deadline) -> AbortSignal;
-    #[wasm_bindgen(method, js_name = timedOut)]
-    fn timed_out(this: &Deadline) -> bool;
-    #[wasm_bindgen(method)]
-    fn done(this: &Deadline);
+    fn post(
+        url: &str,
+        body: String,
+        timeout_ms: f64,
+        signal: Option<&AbortSignal>,
+    ) -> js_sys::Promise;
 }
 
 /// A promise that resolves with `true` after `ms`.
@@ -27,7 +25,7 @@ pub fn sleep_promise(ms: f64) -> js_sys::Promise {
     sleep_promise_js(ms, None)
 }
 
-/// Waits `ms`; `false` when the signal aborted first.
+/// Waits `ms` (cut to what timers accept); `false` when the signal aborted first.
 pub async fn sleep(ms: f64, signal: Option<&AbortSignal>) -> bool {
     JsFuture::from(sleep_promise_js(ms, signal))
         .await
@@ -43,27 +41,21 @@ pub async fn post_json(
     timeout_ms: f64,
     signal: Option<&AbortSignal>,
 ) -> Result<HttpResponse, TransportError> {
-    let deadline = deadline(timeout_ms, signal);
-    let outcome = exchange(url, body, &deadline.signal()).await;
-    let timed_out = deadline.timed_out();
-    deadline.done();
-    match outcome {
-        Ok(resp) => Ok(resp),
-        Err(_) if timed_out => Err(TransportError::Timeout),
-        Err(_) if signal.map(AbortSignal::aborted).unwrap_or(false) => Err(TransportError::Aborted),
-        Err(e) => Err(TransportError::Network(e)),
+    let answer = JsFuture::from(post(url, body, timeout_ms, signal))
+        .await
+        .map_err(|e| match e.as_string().as_deref() {
+            Some("timeout") => TransportError::Timeout,
+            Some("aborted") => TransportError::Aborted,
+            Some(why) => TransportError::Network(why.trim_start_matches("network: ").to_string()),
+            None => TransportError::Network("fetch failed".into()),
+        })?;
+    let part = |i: u32| js_sys::Reflect::get_u32(&answer, i).unwrap_or(JsValue::UNDEFINED);
+    let status = part(0).as_f64().unwrap_or(0.0) as u16;
+    match part(1).as_string() {
+        Some(body) => Ok(HttpResponse { status, body }),
+        None => Err(TransportError::Redirect {
+            status,
+            location: part(2).as_string(),
+        }),
     }
-}
-
-async fn exchange(url: &str, body: String, signal: &AbortSignal) -> Result<HttpResponse, String> {
-    let request = gloo_net::http::Request::post(url)
-        .header("content-type", "application/json")
-        .header("accept", "application/json")
-        .abort_signal(Some(signal))
-        .body(body)
-        .map_err(|e| e.to_string())?;
-    let response = request.send().await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    let body = response.text().await.map_err(|e| e.to_string())?;
-    Ok(HttpResponse { status, body })
 }
