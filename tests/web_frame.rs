@@ -18,11 +18,19 @@ wasm_bindgen_test_configure!(run_in_browser);
 
 const PORTAL: &str = "https://portal.test";
 
-/// Delivers a message to this window as if `origin` had posted it.
+/// Delivers a message to this window as if the parent window had posted it from `origin`.
 fn deliver(origin: &str, data: &JsValue) {
+    let window = web_sys::window().unwrap();
+    let parent: js_sys::Object = window.parent().unwrap().unwrap().into();
+    deliver_from(origin, Some(&parent), data);
+}
+
+/// The same from any window (or none).
+fn deliver_from(origin: &str, source: Option<&js_sys::Object>, data: &JsValue) {
     let init = MessageEventInit::new();
     init.set_data(data);
     init.set_origin(origin);
+    init.set_source(source);
     let event = MessageEvent::new_with_event_init_dict("message", &init).unwrap();
     web_sys::window().unwrap().dispatch_event(&event).unwrap();
 }
@@ -73,6 +81,12 @@ async fn only_the_portal_origin_is_heard() {
         "http://portal.test",
         &JsValue::from_str(&format!(r#"{id}:{{"AUTH_ID":"forged"}}"#)),
     );
+    // The portal's origin, but not the parent window: a sibling frame, a popup, a message
+    // posted by some other script of the page.
+    let forged = JsValue::from_str(&format!(r#"{id}:{{"AUTH_ID":"forged"}}"#));
+    deliver_from(PORTAL, None, &forged);
+    let port: js_sys::Object = web_sys::MessageChannel::new().unwrap().port1().into();
+    deliver_from(PORTAL, Some(&port), &forged);
     // Non-string data and unknown callback ids from the portal itself.
     deliver(PORTAL, &obj(r#"{"callback": "x"}"#));
     deliver(PORTAL, &JsValue::from_f64(42.0));

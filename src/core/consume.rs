@@ -307,14 +307,28 @@ pub fn survivable(e: &B24Error) -> bool {
 /// Re-selecting a reservation returns at most this many rows per call.
 const RESELECT_LIMIT: f64 = 5000.0;
 
+/// Tells which consumers are alive, where the runtime can know (browsers: every queue object
+/// holds a Web Lock named after its id for as long as it exists; a closed or reloaded page
+/// releases it). `None` where it cannot tell.
+pub trait Liveness {
+    fn alive(&self) -> LocalBoxFuture<'static, Option<Vec<String>>>;
+}
+
 /// The reservation operations, with the journal kept in step.
 pub struct Flow<'a, P: Platform> {
     pub queue: Queue<'a, P>,
     pub journal: &'a Journal,
     /// This consumer's id in journal entries.
     pub owner: &'a str,
-    /// Whether this consumer holds the queue's exclusive lock (one consumer per browser).
+    /// Whether this consumer holds the queue's exclusive lock now (one consumer per browser):
+    /// it may take over at once what a dead consumer, or an earlier holder of the lock, left.
     pub locked: bool,
+    /// Whether the reservations it writes carry the lock flag (written under the lock by a
+    /// consumer that will hold it while it works on them).
+    pub flag: bool,
+    /// Whether this consumer holds its sign of life (see [`Liveness`]).
+    pub signed: bool,
+    pub liveness: Option<&'a dyn Liveness>,
     /// How long a reservation is held before others may take it over, and how long one of
     /// unknown owner must have been seen reserved to count as stranded (`strandedAfterMs`).
     pub hold_ms: f64,
@@ -350,7 +364,8 @@ impl<P: Platform> Flow<'_, P> {
             owner: self.owner.to_string(),
             reserved_at_ms: reserved_at,
             hold_until_ms: reserved_at + self.hold_ms,
-            locked: self.locked,
+            locked: self.flag,
+            signed: self.signed,
             error,
             attempts: 0,
             malformed: 0,
@@ -534,9 +549,9 @@ impl<P: Platform> Flow<'_, P> {
     }
 
     /// Looks at every unfinished reservation: this consumer's journal, and every reservation
-    /// the portal has for this queue. This consumer's own (or, under the exclusive lock, its
-    /// predecessor's) are handed over again while there is time left in their hold; another
-    /// live consumer's are left alone; stranded ones (hold over, or unknown to every journal
+    /// the portal has for this queue. This consumer's own (or, under the exclusive lock, those
+    /// of an earlier holder of the lock or of a consumer known dead) are handed over again
+    /// while there is time left in their hold; another live consumer's are left alone; stranded ones (hold over, or unknown to every journal
     /// here and reserved for `hold_ms`) are released into the error queue, or, when already
     /// error records, taken over. `busy` are process ids this consumer works on now.
     pub async fn recoverable(
@@ -547,6 +562,10 @@ impl<P: Platform> Flow<'_, P> {
         // The index first: an entry in it was written before the sweep below started.
         let index = self.journal.index().await?;
         let on_portal = self.reserved(signal).await?;
+        let live = match self.liveness {
+            Some(l) => l.alive().await,
+            None => None,
+        };
         let now = self.now();
         let mut out = Recovered {
             batches: Vec::new(),
@@ -581,7 +600,12 @@ impl<P: Platform> Flow<'_, P> {
             };
             let stranded = match &entry {
                 Some(e) => {
-                    let mine = e.owner == self.owner || (self.locked && e.locked);
+                    let dead = e.signed
+                        && live
+                            .as_ref()
+                            .map(|l| !l.contains(&e.owner))
+                            .unwrap_or(false);
+                    let mine = e.owner == self.owner || (self.locked && (e.locked || dead));
                     if mine && (e.error || now + self.handle_ms < e.hold_until_ms) {
                         let batch = self.claim(&pid, e.error, Some(e), signal).await?;
                         if !batch.is_empty() {
@@ -589,8 +613,9 @@ impl<P: Platform> Flow<'_, P> {
                         }
                         continue;
                     }
-                    // Another consumer's, and it may still be working on it.
-                    mine || now >= e.hold_until_ms
+                    // Another consumer's, and it may still be working on it unless it is
+                    // gone or its hold is over.
+                    mine || dead || now >= e.hold_until_ms
                 }
                 None => {
                     let first = index

@@ -27,6 +27,7 @@ fn flow_on<'a>(
 ) -> Flow<'a, Fake> {
     Flow {
         locked,
+        flag: locked,
         ..flow(c, journal, owner)
     }
 }
@@ -558,4 +559,71 @@ fn stranded_after_has_a_safe_minimum() {
     assert_eq!(e.code, code::INVALID_ARGUMENT);
     assert!(e.description.contains("6000"), "{}", e.description);
     assert!(check_stranded_after(6_000.0, 1_000.0, 1_000.0).is_ok());
+}
+
+struct Alive(Option<Vec<String>>);
+
+impl super::consume::Liveness for Alive {
+    fn alive(&self) -> LocalBoxFuture<'static, Option<Vec<String>>> {
+        let v = self.0.clone();
+        Box::pin(async move { v })
+    }
+}
+
+/// Where the runtime tells who is alive (Web Locks in browsers), a dead consumer's
+/// reservations need not wait for their hold: the lock holder takes them back at once, anyone
+/// else releases them; a live consumer's stay its own.
+#[test]
+fn a_dead_consumers_reservations_are_taken_at_once_where_liveness_is_known() {
+    let world = World::passing();
+    world.trigger(1, 6);
+    let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
+    let store: Rc<dyn Store> = Rc::new(MemoryStore::default());
+    let j: Vec<Journal> = (0..3)
+        .map(|_| Journal::new(store.clone(), "j".into()))
+        .collect();
+    let args = GetArgs {
+        limit: Some(3.0),
+        ..GetArgs::default()
+    };
+    for owner in ["a", "b"] {
+        block_on(flow(&c, &j[0], owner).reserve(&args, None)).unwrap();
+    }
+    let (only_b, nobody) = (Alive(Some(vec!["b".into()])), Alive(Some(vec![])));
+    // "a" is dead, "b" alive: a consumer without the lock releases a's, leaves b's.
+    let plain = Flow {
+        liveness: Some(&only_b),
+        ..flow(&c, &j[1], "c")
+    };
+    let found = block_on(plain.recoverable(&[], None)).unwrap();
+    assert_eq!((found.batches.len(), found.released), (0, 3));
+    assert_eq!(world.queue(), (6, 3, 3));
+    // Now b is gone too: the lock holder takes its reservation back at once, unreleased.
+    let holder = Flow {
+        liveness: Some(&nobody),
+        ..flow_on(&c, &j[2], "d", true)
+    };
+    let found = block_on(holder.recoverable(&[], None)).unwrap();
+    assert_eq!((found.batches.len(), found.released), (1, 0));
+    assert!(found.batches[0].recovered && found.batches[0].events.len() == 3);
+    let entry = block_on(j[0].entry(&found.batches[0].process_id))
+        .unwrap()
+        .unwrap();
+    assert_eq!((entry.owner.as_str(), entry.locked), ("d", true));
+    // An owner without a sign of life is never judged dead by its absence.
+    world.trigger(10, 2);
+    let unsigned = Flow {
+        signed: false,
+        ..flow(&c, &j[0], "u")
+    };
+    block_on(unsigned.reserve(&args, None)).unwrap();
+    let found = block_on(plain.recoverable(&[], None)).unwrap();
+    assert_eq!((found.batches.len(), found.released), (0, 0));
+    // Where liveness cannot be known, nothing changes hands before the hold ends.
+    let blind = Flow {
+        liveness: Some(&Alive(None)),
+        ..flow(&c, &j[1], "e")
+    };
+    let found = block_on(blind.recoverable(&[], None)).unwrap();
+    assert_eq!((found.batches.len(), found.released), (0, 0));
 }

@@ -81,6 +81,9 @@ pub struct Entry {
     /// Written by a consumer holding the queue's exclusive lock: whoever holds the lock next
     /// may take it over at once (its writer has finished or is gone).
     pub locked: bool,
+    /// The owner holds a Web Lock named after it for as long as it lives: where locks can be
+    /// queried, its absence means the owner is gone.
+    pub signed: bool,
     /// Taken from the error queue (`error=1`).
     pub error: bool,
     /// How many times these events were handed to a handler and failed.
@@ -99,7 +102,8 @@ impl Entry {
 
     const HEADER: &'static str = "b24-offline-entry 2";
 
-    /// `owner reserved hold locked error attempts malformed` then the message ids, URL-encoded.
+    /// `owner reserved hold locked signed error attempts malformed`, then the message ids;
+    /// text URL-encoded.
     pub fn to_text(&self) -> String {
         let mut out = String::from(Entry::HEADER);
         out.push('\n');
@@ -108,6 +112,7 @@ impl Entry {
             ms(self.reserved_at_ms),
             ms(self.hold_until_ms),
             self.locked as u64,
+            self.signed as u64,
             self.error as u64,
             self.attempts as u64,
             self.malformed as u64,
@@ -132,7 +137,7 @@ impl Entry {
             return Err(corrupt());
         }
         let fields: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
-        let [owner, reserved, hold, locked, error, attempts, malformed] = fields[..] else {
+        let [owner, reserved, hold, locked, signed, error, attempts, malformed] = fields[..] else {
             return Err(corrupt());
         };
         let n = |s: &str| s.parse::<u64>().map_err(|_| corrupt());
@@ -147,6 +152,7 @@ impl Entry {
             reserved_at_ms: n(reserved)? as f64,
             hold_until_ms: n(hold)? as f64,
             locked: flag(locked)?,
+            signed: flag(signed)?,
             error: flag(error)?,
             attempts: u32::try_from(n(attempts)?).map_err(|_| corrupt())?,
             malformed: u32::try_from(n(malformed)?).map_err(|_| corrupt())?,
@@ -387,6 +393,7 @@ mod tests {
             reserved_at_ms: 5.0,
             hold_until_ms: 600_005.0,
             locked: false,
+            signed: false,
             error: false,
             attempts: 0,
             malformed: 0,
@@ -401,6 +408,7 @@ mod tests {
             message_ids: vec!["a,b".into(), "c%d".into()],
             error: true,
             locked: true,
+            signed: true,
             reserved_at_ms: 1_700_000_000_123.0,
             attempts: 2,
             malformed: 1,
@@ -414,10 +422,10 @@ mod tests {
         assert_eq!(Index::from_text(&i.to_text()).unwrap(), i);
         for bad in [
             "garbage",
-            "b24-offline-entry 2\nowner 1 2 0 0 0",
-            "b24-offline-entry 2\nowner 1 2 3 0 0 0\n",
-            "b24-offline-entry 2\nowner x 2 0 0 0 0\n",
-            "b24-offline-entry 2\nowner 1 2 0 0 99999999999 0\n",
+            "b24-offline-entry 2\nowner 1 2 0 0 0 0",
+            "b24-offline-entry 2\nowner 1 2 3 0 0 0 0\n",
+            "b24-offline-entry 2\nowner x 2 0 0 0 0 0\n",
+            "b24-offline-entry 2\nowner 1 2 0 0 0 99999999999 0\n",
         ] {
             assert_eq!(
                 Entry::from_text("p", bad).unwrap_err().code,

@@ -272,6 +272,9 @@ pub(crate) fn flow<'a>(
         journal,
         owner,
         locked: false,
+        flag: false,
+        signed: true,
+        liveness: None,
         hold_ms: HOLD_MS,
         handle_ms: 1_000.0,
     }

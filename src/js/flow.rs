@@ -11,10 +11,10 @@ use super::queue::OfflineQueue;
 use super::store::call_async;
 use crate::core::consume::{
     check_stranded_after, consume, ensure_extended, min_stranded_after_ms, resolve, Batch,
-    DeadReason, ErrorPolicy, EventRef, Flow, Handler, MalformedPolicy, Options, Outcome, Progress,
-    Reporter, HANDLER_TIMEOUT_MS, STRANDED_AFTER_MS,
+    DeadReason, ErrorPolicy, EventRef, Flow, Handler, Liveness, MalformedPolicy, Options, Outcome,
+    Progress, Reporter, HANDLER_TIMEOUT_MS, STRANDED_AFTER_MS,
 };
-use crate::core::error::{code, B24Error, Result};
+use crate::core::error::{B24Error, Result};
 use crate::core::journal::Journal;
 use crate::core::model::{Features, OfflineEvent};
 use crate::core::offline::{GetArgs, Queue};
@@ -38,8 +38,56 @@ extern "C" {
         signal: Option<&AbortSignal>,
         exclusive: bool,
         run: &JsValue,
+        if_available: bool,
     ) -> Promise;
+    #[wasm_bindgen(js_name = holdAlive)]
+    fn hold_alive(name: &str) -> JsValue;
+    #[wasm_bindgen(js_name = liveOwners)]
+    fn live_owners(prefix: &str) -> Promise;
 }
+
+/// Names of the Web Locks that are consumers' signs of life.
+const ALIVE: &str = "b24-offline/alive/";
+
+/// A queue object's sign of life (a Web Lock named after its id), released when the object
+/// and every operation it started are gone.
+pub(crate) struct Alive(JsValue);
+
+impl Alive {
+    pub(crate) fn hold(owner: &str) -> Alive {
+        Alive(hold_alive(&[ALIVE, owner].concat()))
+    }
+
+    fn held(&self) -> bool {
+        field(&self.0, "held")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        if let Some(f) = field(&self.0, "release").and_then(|f| f.dyn_into::<Function>().ok()) {
+            let _ = f.call0(&JsValue::NULL);
+        }
+    }
+}
+
+/// Who is alive in this browser, from the held signs of life.
+struct JsLiveness;
+
+impl Liveness for JsLiveness {
+    fn alive(&self) -> LocalBoxFuture<'static, Option<Vec<String>>> {
+        let p = live_owners(ALIVE);
+        Box::pin(async move {
+            let list = JsFuture::from(p).await.ok()?;
+            list.dyn_ref::<Array>()
+                .map(|a| a.iter().filter_map(|v| v.as_string()).collect())
+        })
+    }
+}
+
+static LIVENESS: JsLiveness = JsLiveness;
 
 /// What the flow needs once per queue: the plan's features, and the journal and lock named
 /// after the app (asked from the portal in the same request as the features).
@@ -55,6 +103,7 @@ struct Parts {
     client: Rc<WebClient>,
     connector: Option<String>,
     owner: Rc<str>,
+    alive: Rc<Alive>,
     store: Option<JsValue>,
     store_key: Option<String>,
     prepared: Rc<RefCell<Option<Rc<Prepared>>>>,
@@ -73,6 +122,7 @@ impl Parts {
             client: q.client.clone(),
             connector: q.connector.clone(),
             owner: q.owner.clone(),
+            alive: q.alive.clone(),
             store: q.store.clone(),
             store_key: q.store_key.clone(),
             prepared: q.prepared.clone(),
@@ -86,12 +136,23 @@ impl Parts {
         }
     }
 
-    fn flow<'a>(&'a self, p: &'a Prepared, locked: bool, holds: Holds) -> Flow<'a, WebPlatform> {
+    /// The flow; `locked`: holding the queue's exclusive lock, `flag`: for as long as it works
+    /// on what it reserves.
+    fn flow<'a>(
+        &'a self,
+        p: &'a Prepared,
+        locked: bool,
+        flag: bool,
+        holds: Holds,
+    ) -> Flow<'a, WebPlatform> {
         Flow {
             queue: self.queue(),
             journal: &p.journal,
             owner: &self.owner,
             locked,
+            flag,
+            signed: self.alive.held(),
+            liveness: Some(&LIVENESS),
             hold_ms: holds.hold_ms,
             handle_ms: holds.handler_timeout_ms + 2.0 * self.client.config.timeout_ms,
         }
@@ -117,7 +178,11 @@ impl Parts {
         let key = self.store_key.clone().unwrap_or_else(|| name.clone());
         let p = Rc::new(Prepared {
             features,
-            journal: super::store::journal(self.store.clone(), &key)?,
+            journal: super::store::journal(
+                self.store.clone(),
+                &key,
+                self.client.config.timeout_ms,
+            )?,
             lock: name,
         });
         *self.prepared.borrow_mut() = Some(p.clone());
@@ -285,7 +350,7 @@ impl Reservation {
             self.batch.clone(),
         );
         promise(async move {
-            let flow = parts.flow(&prepared, false, holds);
+            let flow = parts.flow(&prepared, false, false, holds);
             f(flow, batch).await
         })
     }
@@ -373,7 +438,7 @@ impl Reservation {
         let (pid, error) = (self.batch.process_id.clone(), self.batch.error);
         promise(async move {
             let batch = {
-                let flow = parts.flow(&prepared, false, holds);
+                let flow = parts.flow(&prepared, false, false, holds);
                 let previous = flow.journal.entry(&pid).await?;
                 flow.claim(&pid, error, previous.as_ref(), None).await?
             };
@@ -529,7 +594,7 @@ impl OfflineQueue {
             let signal = opt_signal(&opts)?;
             let prepared = parts.prepare(signal.as_ref()).await?;
             let batch = parts
-                .flow(&prepared, false, holds)
+                .flow(&prepared, false, false, holds)
                 .reserve(&args, signal.as_ref())
                 .await?;
             Ok(Reservation::new(parts, prepared, holds, batch).into())
@@ -583,16 +648,25 @@ impl OfflineQueue {
             let holds = parts.holds(&opts)?;
             let signal = opt_signal(&opts)?;
             let prepared = parts.prepare(signal.as_ref()).await?;
-            let found = parts
-                .flow(&prepared, false, holds)
-                .recoverable(&[], signal.as_ref())
-                .await?;
-            Ok(found
-                .batches
-                .into_iter()
-                .map(|b| JsValue::from(Reservation::new(parts.clone(), prepared.clone(), holds, b)))
-                .collect::<Array>()
-                .into())
+            // Under the queue's lock if no consumer holds it now: then what a dead or finished
+            // consumer left can be taken back at once (and is this object's from then on).
+            let (p, h) = (parts.clone(), prepared.clone());
+            let run = Closure::once_into_js(move |locked: bool| -> Promise {
+                promise(async move {
+                    let found = p
+                        .flow(&h, locked, false, holds)
+                        .recoverable(&[], signal.as_ref())
+                        .await?;
+                    Ok(found
+                        .batches
+                        .into_iter()
+                        .map(|b| JsValue::from(Reservation::new(p.clone(), h.clone(), holds, b)))
+                        .collect::<Array>()
+                        .into())
+                })
+            });
+            // The promise resolves with the lock's promise, and so settles as it does.
+            Ok(with_lock(&prepared.lock, None, true, &run, true).into())
         })
     }
 
@@ -608,24 +682,19 @@ impl OfflineQueue {
         #[wasm_bindgen(unchecked_optional_param_type = "ConsumeOptions")] opts: Option<JsValue>,
     ) -> Promise {
         let parts = Parts::of(self);
-        wasm_bindgen_futures::future_to_promise(async move {
-            let prepared = async {
-                let opts = options(opts.as_ref(), "options")?;
-                let holds = parts.holds(&opts)?;
-                let options = consume_options(&opts, holds)?;
-                let signal = opt_signal(&opts)?;
-                let exclusive = opt_bool(&opts, "exclusive")?.unwrap_or(true);
-                let reporter = JsReporter {
-                    on_progress: opt_fn(&opts, "onProgress")?,
-                    on_dead_letter: opt_fn(&opts, "onDeadLetter")?,
-                    on_malformed: opt_fn(&opts, "onMalformed")?,
-                    on_error: opt_fn(&opts, "onError")?,
-                };
-                let prepared = parts.prepare(signal.as_ref()).await?;
-                Ok::<_, B24Error>((holds, options, signal, exclusive, reporter, prepared))
+        promise(async move {
+            let opts = options(opts.as_ref(), "options")?;
+            let holds = parts.holds(&opts)?;
+            let options = consume_options(&opts, holds)?;
+            let signal = opt_signal(&opts)?;
+            let exclusive = opt_bool(&opts, "exclusive")?.unwrap_or(true);
+            let reporter = JsReporter {
+                on_progress: opt_fn(&opts, "onProgress")?,
+                on_dead_letter: opt_fn(&opts, "onDeadLetter")?,
+                on_malformed: opt_fn(&opts, "onMalformed")?,
+                on_error: opt_fn(&opts, "onError")?,
             };
-            let (holds, options, signal, exclusive, reporter, prepared) =
-                prepared.await.map_err(|e| js_error(&e))?;
+            let prepared = parts.prepare(signal.as_ref()).await?;
             let lock = prepared.lock.clone();
             let handler = JsHandler {
                 func: handler,
@@ -634,28 +703,14 @@ impl OfflineQueue {
             let run_signal = signal.clone();
             let run = Closure::once_into_js(move |locked: bool| -> Promise {
                 promise(async move {
-                    let flow = parts.flow(&prepared, locked, holds);
+                    let flow = parts.flow(&prepared, locked, locked, holds);
                     let progress =
                         consume(&flow, &handler, &reporter, &options, run_signal.as_ref()).await?;
                     Ok(to_js(&progress))
                 })
             });
-            // The run's own rejection is already a B24Error; only waiting for the lock can fail
-            // otherwise (aborted while another tab holds it).
-            JsFuture::from(with_lock(&lock, signal.as_ref(), exclusive, &run))
-                .await
-                .map_err(|e| {
-                    if signal.as_ref().map(AbortSignal::aborted).unwrap_or(false)
-                        && field(&e, "code").is_none()
-                    {
-                        js_error(&B24Error::new(
-                            code::ABORTED,
-                            "aborted while waiting for another tab's consumer of this queue",
-                        ))
-                    } else {
-                        e
-                    }
-                })
+            // The promise resolves with the lock's promise, and so settles as it does.
+            Ok(with_lock(&lock, signal.as_ref(), exclusive, &run, false).into())
         })
     }
 }

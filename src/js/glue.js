@@ -77,19 +77,56 @@ export function asyncIterable(next) {
   return iterator;
 }
 
+const locksApi = () => (typeof navigator !== 'undefined' && navigator.locks) || undefined;
+
+/**
+ * A queue object's sign of life for other tabs: holds the Web Lock `name` until `release()`
+ * (or until the page goes away). `held` turns true once the lock is granted; it stays false
+ * where Web Locks are missing or refused.
+ */
+export function holdAlive(name) {
+  const sign = { held: false, release() {} };
+  const locks = locksApi();
+  if (!locks || typeof locks.request !== 'function') return sign;
+  const gone = new Promise((resolve) => { sign.release = resolve; });
+  locks.request(name, () => { sign.held = true; return gone; }).catch(() => { sign.held = false; });
+  return sign;
+}
+
+/** Ids of the consumers alive in this browser (locks `prefix` + id held), or undefined where
+ *  that cannot be known. */
+export function liveOwners(prefix) {
+  const locks = locksApi();
+  if (!locks || typeof locks.query !== 'function') return Promise.resolve(undefined);
+  return locks.query().then(
+    (s) => s.held.map((l) => l.name || '').filter((n) => n.startsWith(prefix)).map((n) => n.slice(prefix.length)),
+    () => undefined,
+  );
+}
+
 /**
  * Runs `run(locked)` (which returns a promise) holding the Web Lock `name`, so that one
- * consumer per queue runs across the tabs of a browser; `locked` tells whether it holds it.
+ * consumer per queue runs across the tabs of a browser; `locked` tells whether it holds it
+ * (with `ifAvailable`, it runs at once, without the lock when someone else holds it).
  * Where the Web Locks API is missing (Node, old browsers) or refused (a third-party frame
  * without storage access), or `exclusive` is false, it just runs.
  */
-export function withLock(name, signal, exclusive, run) {
-  const locks = typeof navigator !== 'undefined' && navigator.locks;
+export function withLock(name, signal, exclusive, run, ifAvailable) {
+  const locks = locksApi();
   if (!exclusive || !locks || typeof locks.request !== 'function') return run(false);
   let started = false;
-  return locks.request(name, signal ? { signal } : {}, () => { started = true; return run(true); })
-    // A third-party iframe whose storage is blocked may be refused the lock: run without it.
-    .catch((e) => (!started && e && e.name === 'SecurityError' ? run(false) : Promise.reject(e)));
+  const opts = ifAvailable ? { ifAvailable: true } : signal ? { signal } : {};
+  return locks.request(name, opts, (lock) => { started = true; return run(!!lock); })
+    .catch((e) => {
+      if (started || !e) throw e;
+      // A third-party iframe whose storage is blocked may be refused the lock: run without it.
+      if (e.name === 'SecurityError') return run(false);
+      if (e.name === 'AbortError') {
+        const why = "aborted while waiting for another tab's consumer of this queue";
+        throw new B24Error('ABORTED: ' + why, 'ABORTED', 0, '', why, false);
+      }
+      throw e;
+    });
 }
 
 /** `callAsync` for a journal store: a call that has not settled within `ms` rejects. */

@@ -24,6 +24,7 @@ pub struct OfflineQueue {
     pub(crate) connector: Option<String>,
     /// This consumer's id in journal entries (`consumerId`, or random per queue object).
     pub(crate) owner: Rc<str>,
+    pub(crate) alive: Rc<super::flow::Alive>,
     /// The `store` option as given (`None`: the default).
     pub(crate) store: Option<JsValue>,
     pub(crate) store_key: Option<String>,
@@ -42,6 +43,7 @@ impl OfflineQueue {
         OfflineQueue {
             client,
             connector,
+            alive: Rc::new(super::flow::Alive::hold(&owner)),
             owner: owner.into(),
             store,
             store_key,

@@ -1,6 +1,6 @@
 //! Where the journal is kept in JavaScript: `localStorage` in browsers, memory elsewhere, or an
 //! app-supplied `{ get, set, delete }` (each may return a promise; one that does not settle
-//! within a minute fails as `STORE_FAILED`). Queues of the same store and key in one page share
+//! within the client's request timeout fails as `STORE_FAILED`). Queues of the same store and key in one page share
 //! one journal object; others (tabs, processes) share the store entry by entry.
 
 use super::convert::field;
@@ -21,9 +21,6 @@ extern "C" {
     #[wasm_bindgen(js_name = callStore)]
     fn call_store(f: &Function, key: &JsValue, value: &JsValue, timeout_ms: f64) -> Promise;
 }
-
-/// How long an app store's call may take before it counts as failed.
-const STORE_TIMEOUT_MS: f64 = 60_000.0;
 
 fn failed(what: &str) -> B24Error {
     B24Error::new(
@@ -58,6 +55,8 @@ impl Store for LocalStorage {
 /// The app's own store object.
 struct AppStore {
     obj: JsValue,
+    /// How long one call may take before it counts as failed (the client's request timeout).
+    timeout_ms: f64,
     get: Function,
     set: Function,
     delete: Function,
@@ -75,7 +74,7 @@ impl AppStore {
         let value = value
             .map(|v| JsValue::from_str(&v))
             .unwrap_or(JsValue::UNDEFINED);
-        let p = call_store(&bound, &JsValue::from_str(key), &value, STORE_TIMEOUT_MS);
+        let p = call_store(&bound, &JsValue::from_str(key), &value, self.timeout_ms);
         Box::pin(async move { JsFuture::from(p).await.map_err(|_| failed(what)) })
     }
 }
@@ -141,7 +140,7 @@ fn which(store: Option<&JsValue>) -> Result<Which> {
     }
 }
 
-fn backing(which: &Which) -> Result<Rc<dyn Store>> {
+fn backing(which: &Which, timeout_ms: f64) -> Result<Rc<dyn Store>> {
     Ok(match which {
         Which::Local => Rc::new(LocalStorage(local_storage().ok_or_else(|| {
             B24Error::invalid(
@@ -155,6 +154,7 @@ fn backing(which: &Which) -> Result<Rc<dyn Store>> {
             match (method("get"), method("set"), method("delete")) {
                 (Some(get), Some(set), Some(delete)) => Rc::new(AppStore {
                     obj: obj.clone(),
+                    timeout_ms,
                     get,
                     set,
                     delete,
@@ -172,11 +172,12 @@ fn backing(which: &Which) -> Result<Rc<dyn Store>> {
 
 /// Checks the `store` option (as given) without opening a journal.
 pub fn check(store: Option<&JsValue>) -> Result<()> {
-    backing(&which(store)?).map(|_| ())
+    backing(&which(store)?, 0.0).map(|_| ())
 }
 
-/// The journal for `store` (the option as given) under `key`.
-pub fn journal(store: Option<JsValue>, key: &str) -> Result<Rc<Journal>> {
+/// The journal for `store` (the option as given) under `key`; an app store's calls may take
+/// `timeout_ms` each.
+pub fn journal(store: Option<JsValue>, key: &str, timeout_ms: f64) -> Result<Rc<Journal>> {
     let which = which(store.as_ref())?;
     let existing = JOURNALS.with(|j| {
         let mut list = j.borrow_mut();
@@ -188,7 +189,7 @@ pub fn journal(store: Option<JsValue>, key: &str) -> Result<Rc<Journal>> {
     if let Some(j) = existing {
         return Ok(j);
     }
-    let journal = Rc::new(Journal::new(backing(&which)?, key.to_string()));
+    let journal = Rc::new(Journal::new(backing(&which, timeout_ms)?, key.to_string()));
     JOURNALS.with(|j| {
         j.borrow_mut()
             .push((which, key.to_string(), Rc::downgrade(&journal)))
