@@ -150,8 +150,8 @@ impl Channel {
                 ["cannot post ", command, " to the portal"].concat(),
             ));
         }
-        let timeout = crate::transport::sleep_promise(timeout_ms);
-        let winner = JsFuture::from(Promise::race(&js_sys::Array::of2(&answer, &timeout)))
+        let timeout = crate::transport::Timer::new(timeout_ms, None);
+        let winner = JsFuture::from(Promise::race(&js_sys::Array::of2(&answer, &timeout.0)))
             .await
             .unwrap_or(JsValue::UNDEFINED);
         if winner.is_undefined() || winner.as_bool().is_some() {

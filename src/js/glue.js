@@ -21,9 +21,14 @@ export function makeError(message, code, status, method, description, retryable,
 /** setTimeout fires at once for delays past 2^31 - 1 ms: longer waits are cut to that. */
 const clamp = (ms) => (ms > 0 ? Math.min(ms, 2147483647) : 0);
 
-/** Resolves with true after `ms`, or with false as soon as `signal` aborts. */
+/**
+ * Resolves with true after `ms`, or with false as soon as `signal` aborts. Its `cancel()`
+ * drops the timer and the listener (a wait nobody awaits any more must not keep a Node
+ * process alive, nor pile up listeners on a long-lived signal).
+ */
 export function sleep(ms, signal) {
-  return new Promise((resolve) => {
+  let cancel = () => {};
+  const p = new Promise((resolve) => {
     if (signal && signal.aborted) return resolve(false);
     const onAbort = () => { clearTimeout(timer); resolve(false); };
     const timer = setTimeout(() => {
@@ -31,7 +36,10 @@ export function sleep(ms, signal) {
       resolve(true);
     }, clamp(ms));
     if (signal) signal.addEventListener('abort', onAbort, { once: true });
+    cancel = () => { clearTimeout(timer); if (signal) signal.removeEventListener('abort', onAbort); };
   });
+  p.cancel = () => cancel();
+  return p;
 }
 
 /**

@@ -5,6 +5,7 @@
 
 use crate::core::platform::{HttpResponse, TransportError};
 use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::AbortSignal;
 
@@ -20,14 +21,30 @@ extern "C" {
     ) -> js_sys::Promise;
 }
 
-/// A promise that resolves with `true` after `ms`.
-pub fn sleep_promise(ms: f64) -> js_sys::Promise {
-    sleep_promise_js(ms, None)
+/// A promise that resolves with `true` after `ms`; its timer ends when this is dropped.
+pub struct Timer(pub js_sys::Promise);
+
+impl Timer {
+    pub fn new(ms: f64, signal: Option<&AbortSignal>) -> Timer {
+        Timer(sleep_promise_js(ms, signal))
+    }
 }
 
-/// Waits `ms` (cut to what timers accept); `false` when the signal aborted first.
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let Ok(cancel) = js_sys::Reflect::get(&self.0, &"cancel".into()) {
+            if let Some(f) = cancel.dyn_ref::<js_sys::Function>() {
+                let _ = f.call0(&self.0);
+            }
+        }
+    }
+}
+
+/// Waits `ms` (cut to what timers accept); `false` when the signal aborted first. Dropped
+/// before it ends, it ends its timer.
 pub async fn sleep(ms: f64, signal: Option<&AbortSignal>) -> bool {
-    JsFuture::from(sleep_promise_js(ms, signal))
+    let timer = Timer::new(ms, signal);
+    JsFuture::from(timer.0.clone())
         .await
         .ok()
         .and_then(|v| v.as_bool())

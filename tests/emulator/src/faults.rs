@@ -3,6 +3,7 @@
 //! of times, before the method runs or after it (the method's effect stays, its answer is lost).
 
 use crate::error::ApiError;
+use crate::params::Params;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
@@ -41,6 +42,8 @@ pub enum Phase {
 #[derive(Debug, Clone)]
 pub struct Rule {
     method: Option<String>,
+    /// Parameters the call must carry (as text; `None`: must be absent), names lower case.
+    params: Vec<(String, Option<String>)>,
     kind: Kind,
     times: Option<u64>,
     probability: f64,
@@ -205,6 +208,19 @@ impl Faults {
                 .and_then(Value::as_str)
                 .map(|m| m.to_ascii_lowercase())
                 .filter(|m| m != "*");
+            let params = match r.get("params") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Object(m)) => m
+                    .iter()
+                    .map(|(k, v)| match v {
+                        Value::Null => Ok((k.to_ascii_lowercase(), None)),
+                        v => crate::params::scalar_text(v)
+                            .map(|t| (k.to_ascii_lowercase(), Some(t)))
+                            .ok_or_else(|| bad("params values must be scalars or null")),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err(bad("params must be an object {name: value}")),
+            };
             let kind = parse_kind(r)?;
             // Corrupting rows needs the answer: such a rule always acts after the method ran.
             let phase = if matches!(kind, Kind::CorruptRows { .. }) {
@@ -214,6 +230,7 @@ impl Faults {
             };
             parsed.push(Rule {
                 method,
+                params,
                 kind,
                 times,
                 probability,
@@ -232,12 +249,19 @@ impl Faults {
     }
 
     /// The fault to apply to this call in this phase, if a rule fires.
-    pub fn pick(&mut self, method: &str, phase: Phase) -> Option<Kind> {
+    pub fn pick(&mut self, method: &str, params: &Params, phase: Phase) -> Option<Kind> {
         for rule in self.rules.iter_mut() {
             if rule.phase != phase || rule.times == Some(0) {
                 continue;
             }
             if rule.method.as_deref().map(|m| m != method).unwrap_or(false) {
+                continue;
+            }
+            if !rule
+                .params
+                .iter()
+                .all(|(name, want)| params.str(name) == *want)
+            {
                 continue;
             }
             if rule.probability < 1.0 && !self.rng.gen_bool(rule.probability) {
@@ -258,6 +282,7 @@ impl Faults {
                 .map(|r| {
                     json!({
                         "method": r.method,
+                        "params": r.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<Map<String, Value>>(),
                         "kind": r.kind.name(),
                         "times": r.times,
                         "probability": r.probability,
@@ -278,13 +303,44 @@ mod tests {
         let mut f = Faults::default();
         f.set(&json!({"rules": [{"method": "event.offline.get", "kind": "http_500", "times": 1}, {"kind": {"delay_ms": 5}, "phase": "after"}]}))
             .unwrap();
-        assert_eq!(f.pick("event.offline.list", Phase::Before), None);
+        let none = Params::default();
+        assert_eq!(f.pick("event.offline.list", &none, Phase::Before), None);
         assert_eq!(
-            f.pick("event.offline.get", Phase::Before),
+            f.pick("event.offline.get", &none, Phase::Before),
             Some(Kind::Http500)
         );
-        assert_eq!(f.pick("event.offline.get", Phase::Before), None);
-        assert_eq!(f.pick("anything", Phase::After), Some(Kind::Delay(5)));
+        assert_eq!(f.pick("event.offline.get", &none, Phase::Before), None);
+        assert_eq!(
+            f.pick("anything", &none, Phase::After),
+            Some(Kind::Delay(5))
+        );
         assert!(f.set(&json!({"rules": [{"kind": "nope"}]})).is_err());
+        // Matching parameters: a fresh reservation of the main queue only.
+        f.set(&json!({"rules": [{"method": "event.offline.get", "kind": "drop", "params": {"error": 0, "process_id": null}}]}))
+            .unwrap();
+        let p = |v: Value| Params::from_value(v);
+        assert_eq!(
+            f.pick("event.offline.get", &p(json!({"error": 1})), Phase::Before),
+            None
+        );
+        assert_eq!(
+            f.pick(
+                "event.offline.get",
+                &p(json!({"error": 0, "process_id": "x"})),
+                Phase::Before
+            ),
+            None
+        );
+        assert_eq!(
+            f.pick(
+                "event.offline.get",
+                &p(json!({"ERROR": "0"})),
+                Phase::Before
+            ),
+            Some(Kind::Drop)
+        );
+        assert!(f
+            .set(&json!({"rules": [{"kind": "drop", "params": {"a": [1]}}]}))
+            .is_err());
     }
 }

@@ -201,11 +201,17 @@ async fn rest_call(
         ),
         _ => return error_response(&ApiError::method_not_found(rest)),
     };
-    // Every request that arrives is counted, including those a fault then answers.
-    let before = {
+    // Every request that arrives is counted, including those a fault then answers. Whether a
+    // fault fires after the method is decided now, while the parameters are at hand.
+    let (before, after) = {
         let mut st = shared.lock();
         *st.stats.requests.entry(method.clone()).or_default() += 1;
-        st.faults.pick(&method, Phase::Before)
+        let before = st.faults.pick(&method, &params, Phase::Before);
+        let after = match before {
+            Some(Kind::Delay(_)) | None => st.faults.pick(&method, &params, Phase::After),
+            Some(_) => None,
+        };
+        (before, after)
     };
     if let Some(kind) = before {
         shared.lock().stats.faults_injected += 1;
@@ -225,7 +231,6 @@ async fn rest_call(
         execute(&shared, &mut st, incoming)
     };
     crate::notify::schedule(&shared, touched);
-    let after = shared.lock().faults.pick(&method, Phase::After);
     let mut body = body;
     if let Some(kind) = after {
         shared.lock().stats.faults_injected += 1;
