@@ -38,13 +38,14 @@ async function control(path, body) {
   return r.json();
 }
 
-/** Opens the portal page hosting `page` of the app server; resolves with the page and the app's frame. */
-async function portal(page, params = {}) {
+/** Opens the portal page hosting `page` of the app server (`server`: another one); resolves
+ *  with the page and the app's frame. */
+async function portal(page, params = {}, server = app) {
   const tab = await browser.newPage();
-  const q = new URLSearchParams({ app: `${app.url}/e2e/${page}`, ...params });
+  const q = new URLSearchParams({ app: `${server.url}/e2e/${page}`, ...params });
   await tab.goto(`${EMULATOR}/portal/?${q}`);
   await tab.waitForFunction(() => window.portal && window.portal.ready);
-  const frame = await waitFor(() => tab.frames().find((f) => f.url().startsWith(app.url)));
+  const frame = await waitFor(() => tab.frames().find((f) => f.url().startsWith(server.url)));
   await frame.waitForFunction(() => window.app && window.app.status !== 'loading', null, { timeout: 15000 });
   return { tab, frame };
 }
@@ -123,6 +124,85 @@ test('a forged answer from a third origin is ignored', async () => {
   assert.match(state.error.message, /did not answer getInitData/);
   await tab.close();
 });
+
+test('an answer from the portal origin that the parent did not post is ignored', async () => {
+  await control('reset', {});
+  // A sibling frame on the portal's own origin (the emulator's root page) answers getInitData
+  // in the portal's place, with the right callback id: not the parent, so not heard.
+  const tab = await browser.newPage();
+  const q = new URLSearchParams({ app: `${app.url}/e2e/frame-app.html?timeout=2500`, mute: 'getInitData', third: `${EMULATOR}/` });
+  await tab.goto(`${EMULATOR}/portal/?${q}`);
+  const request = await waitFor(() => tab.evaluate(() => window.portal && window.portal.commands.find((c) => c.command === 'getInitData')));
+  const sibling = await waitFor(() => tab.frames().find((f) => f !== tab.mainFrame() && f.url().startsWith(EMULATOR)));
+  await sibling.evaluate((cb) => {
+    window.parent.frames[0].postMessage(`${cb}:${JSON.stringify({ AUTH_ID: 'forged', AUTH_EXPIRES: 3600 })}`, '*');
+  }, request.callback);
+  const frame = tab.frames().find((f) => f.url().startsWith(app.url));
+  await frame.waitForFunction(() => window.app && window.app.status !== 'loading', null, { timeout: 10000 });
+  const state = await frame.evaluate(() => window.app);
+  assert.equal(state.status, 'failed');
+  assert.match(state.error.message, /did not answer getInitData/);
+  await tab.close();
+});
+
+test('an app pinned to its portals refuses any other portal before talking to it', async () => {
+  await control('reset', {});
+  const host = new URL(EMULATOR).host;
+  const refused = await portal('frame-app.html?portals=acme.bitrix24.com,*.bitrix24.de');
+  const state = await refused.frame.evaluate(() => window.app);
+  assert.equal(state.status, 'failed');
+  assert.equal(state.error.code, 'FRAME_UNAVAILABLE');
+  assert.match(state.error.message, /portals/);
+  const log = await refused.tab.evaluate(() => window.portal.commands.map((c) => c.command));
+  assert.deepEqual(log, [], 'not even getInitData was sent');
+  await refused.tab.close();
+  const allowed = await portal(`frame-app.html?portals=acme.bitrix24.com,${host}`);
+  assert.equal(await allowed.frame.evaluate(() => window.app.status), 'ready');
+  await allowed.tab.close();
+});
+
+/** Reloads the app's frame as a user would, and waits for the new page to be ready. */
+async function reload(tab, server) {
+  const frame = tab.frames().find((f) => f.url().startsWith(server.url));
+  await frame.evaluate(() => location.reload());
+  await new Promise((r) => setTimeout(r, 300));
+  const again = await waitFor(() => tab.frames().find((f) => f.url().startsWith(server.url)));
+  await again.waitForFunction(() => window.app && window.app.status === 'ready', null, { timeout: 15000 });
+  return again;
+}
+
+for (const exclusive of [true, false]) {
+  test(`a reload in the middle of a batch: the new page takes it back at once (${exclusive ? 'under the Web Lock' : 'by the sign of life'})`, async () => {
+    await control('reset', {});
+    await control('config', { rate_limit: null, operating_limit_s: null, extended_mode: true });
+    // The app on the portal's site (another port of 127.0.0.1): a same-site frame keeps its
+    // localStorage and Web Locks, which Chromium withholds from this cross-site test frame.
+    const { tab, frame } = await portal('frame-app.html?store=local', {}, third);
+    assert.equal(await frame.evaluate(() => window.app.status), 'ready', JSON.stringify(await frame.evaluate(() => window.app)));
+    await frame.evaluate(() => { window.app.forget(); return window.app.bind(); });
+    assert.equal(await trigger(60), 60);
+    await frame.evaluate((x) => window.app.consumeAndHang(x), exclusive);
+    await frame.waitForFunction(() => window.app.inHandler === 2, null, { timeout: 10000 });
+    const rows = await control('queue');
+    assert.equal(rows.filter((r) => r.PROCESS_ID).length, 20, 'the second batch is reserved');
+    const again = await reload(tab, third);
+    // With default settings (strandedAfterMs ten minutes) the batch comes back at once: the
+    // first page is gone (its Web Locks went with it).
+    const found = exclusive ? [] : await again.evaluate(() => window.app.recoverAndAck());
+    const summary = await again.evaluate(() => window.app.consumeAll());
+    if (exclusive) {
+      assert.equal(summary.recovered, 20, JSON.stringify(summary));
+    } else {
+      assert.deepEqual(found, [{ recovered: true, events: 20 }]);
+    }
+    assert.ok(summary.ms < 5000, `in ${summary.ms} ms`);
+    const seen = await again.evaluate(() => window.app.seen());
+    assert.equal(new Set(seen).size, 60, 'every event handled');
+    assert.equal(seen.length, 80, 'the interrupted batch twice, the rest once');
+    assert.equal((await control('queue')).length, 0, 'nothing left or reserved');
+    await tab.close();
+  });
+}
 
 test('outside the portal the app fails fast with FRAME_UNAVAILABLE', async () => {
   const tab = await browser.newPage();
