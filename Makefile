@@ -1,5 +1,5 @@
 # One entry for everything. `make demo` and `make test` set the machine up first (idempotent).
-.PHONY: setup demo test bench build
+.PHONY: setup demo test bench build fuzz
 
 setup:
 	.ci/setup
@@ -15,3 +15,7 @@ bench: setup
 
 build: setup
 	.ci/build
+
+# A longer fuzzing run than the test command's (FUZZ_SECONDS a target, default 600).
+fuzz: setup
+	.ci/fuzz $${FUZZ_SECONDS:-600}

@@ -25,8 +25,8 @@ pub mod validate;
 mod consume_tests;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod hostile_tests;
-#[cfg(test)]
-mod testkit;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 #[cfg(test)]
 mod tests;
 #[cfg(all(test, not(target_arch = "wasm32")))]
