@@ -14,3 +14,8 @@ pub mod frame;
 pub mod js;
 #[cfg(target_arch = "wasm32")]
 pub mod transport;
+
+/// Talc instead of the default dlmalloc: as fast, and 2.1 KB gzip smaller in the shipped wasm.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOC: talc::TalckWasm = unsafe { talc::TalckWasm::new_global() };

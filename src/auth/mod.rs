@@ -3,8 +3,8 @@
 
 use crate::core::auth::{Refresher, Token};
 use crate::core::error::{code, B24Error, Result};
+use crate::core::joint::LocalBoxFuture;
 use crate::js::convert::{field_f64, field_str};
-use futures_util::future::{FutureExt, LocalBoxFuture};
 use js_sys::{Function, Object, Promise, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -32,7 +32,7 @@ impl Refresher for CallbackRefresher {
     fn refresh(&self) -> LocalBoxFuture<'static, Result<Token>> {
         let callback = self.callback.clone();
         let refresh_token = self.refresh_token.clone();
-        async move {
+        Box::pin(async move {
             let arg = Object::new();
             if let Some(rt) = refresh_token.borrow().as_deref() {
                 let _ = Reflect::set(&arg, &"refreshToken".into(), &JsValue::from_str(rt));
@@ -56,8 +56,7 @@ impl Refresher for CallbackRefresher {
                 access,
                 expires_at_ms: expiry(field_f64(&value, "expiresIn")),
             })
-        }
-        .boxed_local()
+        })
     }
 }
 
@@ -70,7 +69,7 @@ pub struct FrameRefresher {
 impl Refresher for FrameRefresher {
     fn refresh(&self) -> LocalBoxFuture<'static, Result<Token>> {
         let (channel, timeout) = (self.channel.clone(), self.timeout_ms);
-        async move {
+        Box::pin(async move {
             let v = channel
                 .request("refreshAuth", None, timeout)
                 .await
@@ -86,7 +85,6 @@ impl Refresher for FrameRefresher {
                 access,
                 expires_at_ms: expiry(expires),
             })
-        }
-        .boxed_local()
+        })
     }
 }

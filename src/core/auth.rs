@@ -6,7 +6,7 @@
 //! parallel 401s costs exactly one refresh.
 
 use super::error::{code, B24Error, Result};
-use futures_util::future::{FutureExt, LocalBoxFuture, Shared};
+use super::joint::{Joint, LocalBoxFuture};
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -32,7 +32,7 @@ pub trait Refresher: 'static {
     fn refresh(&self) -> LocalBoxFuture<'static, Result<Token>>;
 }
 
-type Pending = Shared<LocalBoxFuture<'static, Result<u64>>>;
+type Pending = Joint<Result<u64>>;
 
 struct State {
     token: Token,
@@ -116,7 +116,7 @@ impl Auth {
                         .with_status(401)
                     })?;
                     let state = self.state.clone();
-                    let fut = async move {
+                    let fut = Joint::new(Box::pin(async move {
                         let outcome = refresher.refresh().await;
                         let mut st = state.borrow_mut();
                         st.pending = None;
@@ -131,15 +131,13 @@ impl Auth {
                         st.generation += 1;
                         st.refreshes += 1;
                         Ok(st.generation)
-                    }
-                    .boxed_local()
-                    .shared();
+                    }));
                     st.pending = Some(fut.clone());
                     fut
                 }
             }
         };
-        pending.await.map(|_| ())
+        pending.wait().await.map(|_| ())
     }
 }
 
@@ -158,7 +156,7 @@ mod tests {
         fn refresh(&self) -> LocalBoxFuture<'static, Result<Token>> {
             let calls = self.calls.clone();
             let fail = self.fail;
-            async move {
+            Box::pin(async move {
                 calls.set(calls.get() + 1);
                 // Every waiter joins while the refresh is in flight.
                 crate::core::testkit::yield_now().await;
@@ -170,8 +168,7 @@ mod tests {
                         expires_at_ms: Some(10_000.0),
                     })
                 }
-            }
-            .boxed_local()
+            })
         }
     }
 

@@ -67,8 +67,7 @@ fn moved(origin: &Origin, status: u16, location: Option<&str>) -> B24Error {
 }
 
 /// Counters for `stats()`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     /// HTTP requests sent (retries included).
     pub requests: u64,
@@ -81,21 +80,12 @@ pub struct Stats {
     /// Milliseconds calls spent waiting for the rate limiter or an operating-time pause.
     pub waited_ms: f64,
     /// Requests per method.
-    #[serde(serialize_with = "as_object")]
     pub by_method: Vec<(String, u64)>,
     /// Failed attempts per error code.
-    #[serde(serialize_with = "as_object")]
     pub errors: Vec<(String, u64)>,
     pub operating: Vec<MethodOperating>,
     /// Current level of the client-side rate bucket.
     pub bucket_level: f64,
-}
-
-fn as_object<S: serde::Serializer>(
-    pairs: &[(String, u64)],
-    s: S,
-) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_map(pairs.iter().map(|(k, v)| (k, v)))
 }
 
 fn bump(list: &mut Vec<(String, u64)>, key: &str) {
@@ -230,7 +220,7 @@ impl<P: Platform> Client<P> {
         method: &'a str,
         body: &'a Body<P::Data>,
         opts: &'a CallOptions<'a, P::Signal>,
-    ) -> futures_util::future::LocalBoxFuture<'a, Result<Reply<P::Data>>> {
+    ) -> super::joint::LocalBoxFuture<'a, Result<Reply<P::Data>>> {
         Box::pin(self.call_inner(method, body, opts))
     }
 

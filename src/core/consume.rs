@@ -28,10 +28,8 @@ use super::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use super::platform::{Level, Platform};
 use super::read::{field_text, field_uint, flag};
 use super::retry::{classify, Kind};
-use futures_util::future::LocalBoxFuture;
-use serde::Serialize;
+use crate::core::joint::LocalBoxFuture;
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
 use std::future::Future;
 use std::pin::pin;
 use std::task::Poll;
@@ -250,8 +248,7 @@ impl Default for Options {
 }
 
 /// Counters reported as the run goes and returned at the end.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Progress {
     pub batches: u64,
     /// Events freshly reserved.
@@ -704,7 +701,8 @@ struct Run<'a, P: Platform> {
     opts: &'a Options,
     signal: Option<&'a P::Signal>,
     progress: RefCell<Progress>,
-    seen: RefCell<HashSet<u64>>,
+    /// Row ids handed over in this run, sorted (a hash set would bring hashing into the wasm).
+    seen: RefCell<Vec<u64>>,
     busy: RefCell<Vec<String>>,
     /// Process ids handled in this cycle: not handed over again before the next one.
     handled: RefCell<Vec<String>>,
@@ -765,7 +763,12 @@ impl<P: Platform> Run<'_, P> {
             // A row handed over again from the error queue is a deliberate retry, not a duplicate.
             if !batch.error {
                 let mut seen = self.seen.borrow_mut();
-                p.duplicates += batch.events.iter().filter(|e| !seen.insert(e.id)).count() as u64;
+                for e in &batch.events {
+                    match seen.binary_search(&e.id) {
+                        Ok(_) => p.duplicates += 1,
+                        Err(at) => seen.insert(at, e.id),
+                    }
+                }
             }
         }
         let finished = self.handle(&batch).await;
@@ -1129,7 +1132,7 @@ pub async fn consume<P: Platform>(
         opts,
         signal,
         progress: RefCell::new(Progress::default()),
-        seen: RefCell::new(HashSet::new()),
+        seen: RefCell::new(Vec::new()),
         busy: RefCell::new(Vec::new()),
         handled: RefCell::new(Vec::new()),
         lost: Cell::new(0),

@@ -91,17 +91,15 @@ pub fn callback_id(random: f64, counter: u32) -> String {
 }
 
 fn to_base36(mut n: u64) -> String {
-    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    let mut buf = Vec::new();
+    let mut out = String::new();
     loop {
-        buf.push(DIGITS[(n % 36) as usize]);
+        let d = (n % 36) as u8;
+        out.insert(0, (if d < 10 { b'0' + d } else { b'a' + d - 10 }) as char);
         n /= 36;
         if n == 0 {
-            break;
+            return out;
         }
     }
-    buf.reverse();
-    String::from_utf8(buf).unwrap_or_default()
 }
 
 /// An answer `CALLBACK:JSON`, split on the first colon only (the JSON has colons of its own).
@@ -118,8 +116,7 @@ pub fn split_answer(data: &str) -> Option<std::result::Result<(&str, &str), &str
 }
 
 /// What `getInitData` tells the app.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct InitData<D> {
     pub domain: String,
     pub lang: String,
@@ -130,12 +127,9 @@ pub struct InitData<D> {
     pub placement: String,
     /// `PLACEMENT_OPTIONS`, parsed when the portal sent it as JSON text.
     pub placement_options: D,
-    #[serde(skip)]
     pub access_token: String,
-    #[serde(skip)]
     pub refresh_token: Option<String>,
     /// Seconds of life left.
-    #[serde(skip)]
     pub expires_in: Option<f64>,
 }
 

@@ -14,7 +14,7 @@ use super::offline::GetArgs;
 use super::platform::TransportError;
 use super::testkit::{block_on, client, Fake, SECRET};
 use super::testworld::*;
-use futures_util::future::LocalBoxFuture;
+use crate::core::joint::LocalBoxFuture;
 use serde_json::{json, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -617,6 +617,11 @@ fn a_dead_consumers_reservations_are_taken_at_once_where_liveness_is_known() {
         ..flow(&c, &j[0], "u")
     };
     block_on(unsigned.reserve(&args, None)).unwrap();
+    let only_d = Alive(Some(vec!["d".into()]));
+    let plain = Flow {
+        liveness: Some(&only_d),
+        ..flow(&c, &j[1], "c")
+    };
     let found = block_on(plain.recoverable(&[], None)).unwrap();
     assert_eq!((found.batches.len(), found.released), (0, 0));
     // Where liveness cannot be known, nothing changes hands before the hold ends.

@@ -11,9 +11,8 @@
 
 use super::args::url_encode;
 use super::error::{code, B24Error, Result};
+use super::joint::{LocalBoxFuture, Lock};
 use super::signal::url_decode;
-use futures_util::future::LocalBoxFuture;
-use futures_util::lock::Mutex;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -237,7 +236,7 @@ pub struct Journal {
     store: Rc<dyn Store>,
     key: String,
     /// Keeps this object's read-modify-write steps from interleaving with each other.
-    lock: Mutex<()>,
+    lock: Lock,
 }
 
 impl Journal {
@@ -245,7 +244,7 @@ impl Journal {
         Journal {
             store,
             key,
-            lock: Mutex::new(()),
+            lock: Lock::default(),
         }
     }
 

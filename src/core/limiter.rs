@@ -79,8 +79,7 @@ const WINDOW_MS: f64 = 600_000.0;
 /// time: the next minute bucket.
 const BLOCK_FALLBACK_MS: f64 = 60_000.0;
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MethodOperating {
     pub method: String,
     /// Seconds of execution the portal counts for this method over the last ten minutes.

@@ -4,11 +4,9 @@
 
 use super::platform::Platform;
 use super::read::{field_text, field_uint, flag};
-use serde::Serialize;
 
 /// One queued record.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OfflineEvent<D> {
     pub id: u64,
     pub message_id: String,
@@ -18,10 +16,8 @@ pub struct OfflineEvent<D> {
     pub data: D,
     pub additional: D,
     /// Only in `list` items: the reservation holding the row, `None` when free.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub process_id: Option<String>,
     /// Only in `list` items: whether the row is in the error queue.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<bool>,
 }
 
@@ -97,28 +93,23 @@ impl<D: Clone> Taken<D> {
 }
 
 /// One page of `event.offline.list`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListPage<D> {
     pub events: Vec<OfflineEvent<D>>,
     pub total: u64,
     /// Offset of the next page, `None` on the last one.
     pub next: Option<u64>,
     /// Items of the page that are not readable events.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub malformed: Vec<D>,
 }
 
 /// One entry of `event.get`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Binding {
     pub event: String,
     pub offline: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub connector: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub handler: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_type: Option<String>,
 }
 
@@ -139,7 +130,7 @@ impl Binding {
 }
 
 /// What the portal's plan offers for offline events (`feature.get`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Features {
     /// `rest_offline_extended`: reservation (`clear=0`), `process_id`, the error queue.
     pub extended: bool,
@@ -162,7 +153,7 @@ mod tests {
         assert_eq!(ev.id, 2);
         assert_eq!(ev.process_id, None);
         assert_eq!(ev.error, Some(true));
-        let out = serde_json::to_value(&ev).unwrap();
+        let out = crate::core::testkit::to_value(&ev);
         assert_eq!(out["id"], json!(2));
         assert_eq!(out["messageId"], json!("a".repeat(32)));
         assert_eq!(out["data"]["FIELDS"]["ID"], json!("42"));

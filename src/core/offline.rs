@@ -473,5 +473,5 @@ fn after_id(filter: Option<Tree>, after: u64) -> Tree {
 
 /// The portal's "Unable to set event handler: Handler already binded".
 fn is_already_bound(e: &B24Error) -> bool {
-    e.description.contains("already bind") || e.code == "ERROR_HANDLER_ALREADY_EXIST"
+    super::read::has(&e.description, "already bind") || e.code == "ERROR_HANDLER_ALREADY_EXIST"
 }

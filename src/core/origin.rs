@@ -3,6 +3,7 @@
 //! hostile `domain` cannot make us send a token in clear or to some other path.
 
 use super::error::{B24Error, Result};
+use super::read::has;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -42,7 +43,7 @@ impl Origin {
             (true, r)
         } else if let Some(r) = input.strip_prefix("http://") {
             (false, r)
-        } else if input.contains("://") {
+        } else if has(input, "://") {
             return Err(bad(
                 "only https:// (or http:// for a loopback emulator) is accepted",
             ));
@@ -88,7 +89,7 @@ impl Origin {
         if !name.starts_with('[') {
             let valid = !name.starts_with(['.', '-'])
                 && !name.ends_with(['.', '-'])
-                && !name.contains("..")
+                && !has(name, "..")
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');

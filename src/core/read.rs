@@ -5,6 +5,14 @@
 use super::args::Tree;
 use super::platform::Platform;
 
+/// Whether `needle` occurs in `text`: a plain scan, where std's two-way substring search
+/// would cost kilobytes in the wasm for a handful of short, rare searches.
+pub fn has(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len().max(1))
+        .any(|w| w == needle.as_bytes())
+}
+
 /// A non-negative integer sent as a number or as decimal text.
 pub fn uint<P: Platform>(v: &P::Data) -> Option<u64> {
     if let Some(n) = P::number(v) {

@@ -6,8 +6,7 @@ use super::args::Tree;
 use super::error::{code, B24Error, Result};
 
 /// What a verified signal tells: the portal, and when.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
     pub event: String,
     pub ts: Option<u64>,

@@ -9,9 +9,9 @@ use super::args::{Arg, Body};
 use super::auth::{Auth, Refresher, Token};
 use super::client::{Client, Config};
 use super::error::Result;
+use super::joint::LocalBoxFuture;
 use super::origin::Origin;
 use super::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
-use futures_util::future::{FutureExt, LocalBoxFuture};
 use serde_json::{json, Map, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -281,15 +281,14 @@ pub struct Refresh(pub Rc<Cell<u32>>);
 impl Refresher for Refresh {
     fn refresh(&self) -> LocalBoxFuture<'static, Result<Token>> {
         let n = self.0.clone();
-        async move {
+        Box::pin(async move {
             n.set(n.get() + 1);
             yield_now().await;
             Ok(Token {
                 access: ["fresh-", &n.get().to_string()].concat(),
                 expires_at_ms: None,
             })
-        }
-        .boxed_local()
+        })
     }
 }
 
@@ -308,6 +307,29 @@ pub fn client(fake: &Fake, config: impl FnOnce(&mut Config)) -> (Client<Fake>, R
         Some(Rc::new(Refresh(refreshes.clone()))),
     );
     (Client::new(fake.clone(), cfg, auth), refreshes)
+}
+
+/// What JavaScript would receive, as JSON.
+pub fn to_value<T: super::out::ToOut<Value> + ?Sized>(v: &T) -> Value {
+    fn write(o: &super::out::Out<'_, Value>) -> Value {
+        use super::out::Out;
+        match o {
+            Out::Null => Value::Null,
+            Out::Bool(b) => json!(b),
+            Out::Num(n) if n.fract() == 0.0 && n.abs() < 9e15 => json!(*n as i64),
+            Out::Num(n) => json!(n),
+            Out::Str(s) => json!(s),
+            Out::Data(d) => (*d).clone(),
+            Out::List(items) => Value::Array(items.iter().map(write).collect()),
+            Out::Obj(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), write(v)))
+                    .collect(),
+            ),
+        }
+    }
+    write(&v.out())
 }
 
 /// A [`Tree`] from JSON text, keys in order.

@@ -273,7 +273,7 @@ pub fn method_name(name: &str) -> Result<()> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
         && !name.starts_with('.')
-        && !name.contains("..");
+        && !super::read::has(name, "..");
     if ok {
         Ok(())
     } else {

@@ -31,7 +31,7 @@ pub fn promise(f: impl Future<Output = Result<JsValue>> + 'static) -> Promise {
     boxed_promise(Box::pin(f))
 }
 
-fn boxed_promise(f: futures_util::future::LocalBoxFuture<'static, Result<JsValue>>) -> Promise {
+fn boxed_promise(f: crate::core::joint::LocalBoxFuture<'static, Result<JsValue>>) -> Promise {
     future_to_promise(async move { f.await.map_err(|e| js_error(&e)) })
 }
 

@@ -15,13 +15,13 @@ use crate::core::consume::{
     Progress, Reporter, HANDLER_TIMEOUT_MS, STRANDED_AFTER_MS,
 };
 use crate::core::error::{B24Error, Result};
+use crate::core::joint::LocalBoxFuture;
 use crate::core::journal::Journal;
 use crate::core::model::{Features, OfflineEvent};
 use crate::core::offline::{GetArgs, Queue};
 use crate::core::platform::Platform;
 use crate::core::time::MAX_DELAY_MS;
 use crate::core::validate;
-use futures_util::future::LocalBoxFuture;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -502,7 +502,7 @@ impl Reporter<JsData> for JsReporter {
     fn dead_letters(&self, events: &[OfflineEvent<JsData>], reason: DeadReason) {
         let info = Object::new();
         let _ = Reflect::set(&info, &"reason".into(), &reason.name().into());
-        notify(&self.on_dead_letter, &to_js(&events), &info.into());
+        notify(&self.on_dead_letter, &to_js(events), &info.into());
     }
 
     fn malformed(&self, rows: &[JsData]) {

@@ -50,7 +50,9 @@ impl PortalFrame {
             {
                 Ok(v) => Ok(v),
                 // The portal does not answer every command; not hearing back is not a failure.
-                Err(e) if e.description.contains("did not answer") => Ok(JsValue::UNDEFINED),
+                Err(e) if crate::core::read::has(&e.description, "did not answer") => {
+                    Ok(JsValue::UNDEFINED)
+                }
                 Err(e) => Err(e),
             }
         })
@@ -92,8 +94,8 @@ impl PortalFrame {
         self.state
             .channel
             .origin
-            .split("://")
-            .nth(1)
+            .strip_prefix("https://")
+            .or_else(|| self.state.channel.origin.strip_prefix("http://"))
             .unwrap_or("")
             .to_string()
     }

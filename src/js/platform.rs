@@ -3,22 +3,16 @@
 
 use crate::core::args::{Arg, Body};
 use crate::core::error::{B24Error, Result};
+use crate::core::out::{Out, ToOut};
 use crate::core::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
 use crate::transport;
 use js_sys::{Array, Function, Object, Reflect, JSON};
-use serde::{Serialize, Serializer};
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::AbortSignal;
 
 /// A JavaScript value passed through the core untouched.
 #[derive(Debug, Clone)]
 pub struct JsData(pub JsValue);
-
-impl Serialize for JsData {
-    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        serde_wasm_bindgen::preserve::serialize(&self.0, s)
-    }
-}
 
 pub struct WebPlatform {
     /// `(level, message) => void`, the app's logger.
@@ -42,10 +36,27 @@ pub fn arg_to_js(arg: &Arg<JsData>) -> JsValue {
     }
 }
 
-/// Serializes a value for JavaScript: maps as plain objects, numbers as numbers.
-pub fn to_js<T: Serialize>(value: &T) -> JsValue {
-    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
-    value.serialize(&ser).unwrap_or(JsValue::UNDEFINED)
+/// A result as JavaScript gets it: plain objects and arrays (see `core::out`).
+pub fn to_js<T: ToOut<JsData> + ?Sized>(value: &T) -> JsValue {
+    write(&value.out())
+}
+
+fn write(out: &Out<'_, JsData>) -> JsValue {
+    match out {
+        Out::Null => JsValue::NULL,
+        Out::Bool(b) => JsValue::from_bool(*b),
+        Out::Num(n) => JsValue::from_f64(*n),
+        Out::Str(s) => JsValue::from_str(s),
+        Out::Data(d) => d.0.clone(),
+        Out::List(items) => items.iter().map(write).collect::<Array>().into(),
+        Out::Obj(fields) => {
+            let obj = Object::new();
+            for (k, v) in fields {
+                let _ = Reflect::set(&obj, &JsValue::from_str(k), &write(v));
+            }
+            obj.into()
+        }
+    }
 }
 
 impl Platform for WebPlatform {

@@ -7,10 +7,10 @@ use super::convert::{
 };
 use super::platform::{to_js, WebPlatform};
 use crate::core::error::{B24Error, Result};
+use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use crate::core::platform::Platform;
 use crate::core::validate;
-use futures_util::future::LocalBoxFuture;
 use js_sys::{Object, Promise, Reflect};
 use std::cell::RefCell;
 use std::collections::VecDeque;

@@ -5,8 +5,8 @@
 
 use super::convert::field;
 use crate::core::error::{code, B24Error, Result};
+use crate::core::joint::LocalBoxFuture;
 use crate::core::journal::{Journal, MemoryStore, Store};
-use futures_util::future::LocalBoxFuture;
 use js_sys::{Function, Promise};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};

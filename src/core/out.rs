@@ -1,0 +1,201 @@
+//! How results look to JavaScript, written once here: each type the app receives describes
+//! itself as a small tree (field names in camelCase, numbers as numbers, absent fields left
+//! out, event data passed through untouched). The binding writes such a tree as plain objects
+//! with a dozen lines, so no serializer is compiled into the wasm; native tests read the same
+//! trees as JSON.
+
+use super::client::Stats;
+use super::consume::Progress;
+use super::frame::InitData;
+use super::limiter::MethodOperating;
+use super::model::{Binding, Features, ListPage, OfflineEvent};
+use super::signal::Signal;
+
+/// A value as JavaScript gets it. `D` is the platform's opaque data, passed through.
+pub enum Out<'a, D> {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(&'a str),
+    Data(&'a D),
+    List(Vec<Out<'a, D>>),
+    Obj(Vec<(&'a str, Out<'a, D>)>),
+}
+
+/// A type that JavaScript receives.
+pub trait ToOut<D> {
+    fn out(&self) -> Out<'_, D>;
+}
+
+impl<D, T: ToOut<D>> ToOut<D> for [T] {
+    fn out(&self) -> Out<'_, D> {
+        Out::List(self.iter().map(ToOut::out).collect())
+    }
+}
+
+impl<D, T: ToOut<D>> ToOut<D> for Vec<T> {
+    fn out(&self) -> Out<'_, D> {
+        self.as_slice().out()
+    }
+}
+
+/// An object's fields; `None` values are left out.
+fn obj<'a, D>(fields: impl IntoIterator<Item = (&'a str, Option<Out<'a, D>>)>) -> Out<'a, D> {
+    Out::Obj(
+        fields
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect(),
+    )
+}
+
+fn num<'a, D>(n: impl Into<f64>) -> Option<Out<'a, D>> {
+    Some(Out::Num(n.into()))
+}
+
+fn text<D>(s: &str) -> Option<Out<'_, D>> {
+    Some(Out::Str(s))
+}
+
+fn data<D>(rows: &[D]) -> Out<'_, D> {
+    Out::List(rows.iter().map(Out::Data).collect())
+}
+
+impl<D> ToOut<D> for OfflineEvent<D> {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("id", num(self.id as f64)),
+            ("messageId", text(&self.message_id)),
+            ("name", text(&self.name)),
+            ("timestamp", text(&self.timestamp)),
+            ("data", Some(Out::Data(&self.data))),
+            ("additional", Some(Out::Data(&self.additional))),
+            ("processId", self.process_id.as_deref().map(Out::Str)),
+            ("error", self.error.map(Out::Bool)),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for ListPage<D> {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("events", Some(self.events.out())),
+            ("total", num(self.total as f64)),
+            ("next", self.next.map(|n| Out::Num(n as f64))),
+            (
+                "malformed",
+                (!self.malformed.is_empty()).then(|| data(&self.malformed)),
+            ),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for Binding {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("event", text(&self.event)),
+            ("offline", Some(Out::Bool(self.offline))),
+            ("connector", self.connector.as_deref().map(Out::Str)),
+            ("handler", self.handler.as_deref().map(Out::Str)),
+            ("authType", self.auth_type.as_deref().map(Out::Str)),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for Features {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("extended", Some(Out::Bool(self.extended))),
+            ("connector", Some(Out::Bool(self.connector))),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for Progress {
+    fn out(&self) -> Out<'_, D> {
+        let n = |v: u64| num(v as f64);
+        obj([
+            ("batches", n(self.batches)),
+            ("reserved", n(self.reserved)),
+            ("recovered", n(self.recovered)),
+            ("acked", n(self.acked)),
+            ("failed", n(self.failed)),
+            ("parked", n(self.parked)),
+            ("dead", n(self.dead)),
+            ("duplicates", n(self.duplicates)),
+            ("remaining", self.remaining.and_then(n)),
+            ("unsettled", n(self.unsettled)),
+            ("released", n(self.released)),
+            ("malformed", n(self.malformed)),
+            ("timedOut", n(self.timed_out)),
+            ("errors", n(self.errors)),
+            ("stopped", text(self.stopped)),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for MethodOperating {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("method", text(&self.method)),
+            ("seconds", num(self.seconds)),
+            ("resetAtMs", self.reset_at_ms.map(Out::Num)),
+            ("maxStep", num(self.max_step)),
+            ("blockedUntilMs", num(self.blocked_until_ms)),
+        ])
+    }
+}
+
+/// `[(key, count)]` as an object keyed by the names.
+fn counts<D>(pairs: &[(String, u64)]) -> Out<'_, D> {
+    Out::Obj(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), Out::Num(*v as f64)))
+            .collect(),
+    )
+}
+
+impl<D> ToOut<D> for Stats {
+    fn out(&self) -> Out<'_, D> {
+        let n = |v: u64| num(v as f64);
+        obj([
+            ("requests", n(self.requests)),
+            ("retries", n(self.retries)),
+            ("refreshes", n(self.refreshes)),
+            ("rateLimited", n(self.rate_limited)),
+            ("operatingLimited", n(self.operating_limited)),
+            ("waitedMs", num(self.waited_ms)),
+            ("byMethod", Some(counts(&self.by_method))),
+            ("errors", Some(counts(&self.errors))),
+            ("operating", Some(self.operating.out())),
+            ("bucketLevel", num(self.bucket_level)),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for InitData<D> {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("domain", text(&self.domain)),
+            ("lang", text(&self.lang)),
+            ("memberId", text(&self.member_id)),
+            ("isAdmin", Some(Out::Bool(self.is_admin))),
+            ("install", Some(Out::Bool(self.install))),
+            ("firstRun", Some(Out::Bool(self.first_run))),
+            ("placement", text(&self.placement)),
+            ("placementOptions", Some(Out::Data(&self.placement_options))),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for Signal {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("event", text(&self.event)),
+            ("ts", self.ts.map(|t| Out::Num(t as f64))),
+            ("domain", self.domain.as_deref().map(Out::Str)),
+            ("memberId", self.member_id.as_deref().map(Out::Str)),
+        ])
+    }
+}
