@@ -1,8 +1,9 @@
 //! b24-offline: Bitrix24 offline events, reserved, processed and acknowledged safely.
 //!
-//! The layering follows `API.md`: a pure core (`core`, tested natively), one I/O transport
-//! (`transport`), token sources (`auth`) and a thin wasm-bindgen surface (`js`). The portal
-//! emulator that every test runs against lives in `tests/emulator`.
+//! The layering (`docs/architecture.md`): a pure core (`core`, tested natively), one I/O
+//! transport (`transport`), token sources (`auth`), the frame channel (`frame`) and a thin
+//! wasm-bindgen surface (`js`). The portal emulator every test runs against lives in
+//! `tests/emulator`.
 
 pub mod core;
 

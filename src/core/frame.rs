@@ -1,4 +1,4 @@
-//! The placement-frame protocol (FRAME-PROTOCOL.md), the parts that need no browser: reading
+//! The placement-frame protocol (`docs/frame-protocol.md`), the parts that need no browser: reading
 //! `window.name`, writing commands, splitting answers, reading the init data. The I/O (the
 //! message listener, `postMessage`) is in `src/frame`.
 

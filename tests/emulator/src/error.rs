@@ -1,5 +1,5 @@
 //! REST errors as the portal sends them: `{"error": CODE, "error_description": text}` with the
-//! HTTP status that `rest-docs/system-errors.md` gives each code.
+//! HTTP status the portal's documentation gives each code (`docs/queue-rules.md`, limits).
 
 use serde_json::{json, Value};
 

@@ -1,6 +1,6 @@
 //! b24-emulator: a local Bitrix24 portal for everything offline events touch.
 //!
-//! It follows `QUEUE-SEMANTICS.md` rule by rule (merging, reservation, clear/error, expiry,
+//! It follows `docs/queue-rules.md` rule by rule (merging, reservation, clear/error, expiry,
 //! limits, auth) so that an application, and this project's library, can be tested against the
 //! portal's real behaviour without a portal. The binary is the product; the library target
 //! exists so benchmarks and tests can reach the same code.

@@ -1,4 +1,4 @@
-//! The offline event table and its rules (QUEUE-SEMANTICS.md), indexed so that a million rows
+//! The offline event table and its rules (`docs/queue-rules.md`), indexed so that a million rows
 //! still reserve a batch in microseconds.
 //!
 //! Rows are kept by id; free rows are also kept per scope (application, connector, error flag)

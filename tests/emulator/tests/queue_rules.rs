@@ -1,4 +1,4 @@
-//! The offline queue rules of QUEUE-SEMANTICS.md, over HTTP: merging, reservation,
+//! The offline queue rules of `docs/queue-rules.md`, over HTTP: merging, reservation,
 //! re-selection, clear, error, expiry, licence, connector scoping.
 
 mod common;
