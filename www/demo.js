@@ -69,7 +69,7 @@ function showStats() {
 
 function showProgress(p) {
   progress = p;
-  counters($('counters'), [['reserved', p.reserved], ['acked', p.acked], ['to error queue', p.failed], ['recovered', p.recovered], ['parked', p.parked], ['duplicates', p.duplicates], ['batches', p.batches], ['remaining', p.remaining ?? '?']]);
+  counters($('counters'), [['reserved', p.reserved], ['acked', p.acked], ['to error queue', p.failed], ['recovered', p.recovered], ['parked', p.parked], ['released', p.released ?? 0], ['duplicates', p.duplicates], ['batches', p.batches], ['remaining', p.remaining ?? '?']]);
   const all = p.acked + (p.remaining ?? 0);
   $('bar').style.width = all ? `${Math.min(100, (100 * p.acked) / all)}%` : '0';
 }
