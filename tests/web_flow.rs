@@ -465,13 +465,3 @@ async fn one_consumer_per_queue_at_a_time() {
     );
     assert_eq!(left("web.flow.lock").await, (0, 0));
 }
-
-async fn sleep_ms(ms: i32) {
-    let p = Promise::new(&mut |resolve, _| {
-        let global: web_sys::Window = js_sys::global().unchecked_into();
-        global
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .unwrap();
-    });
-    wait(p).await.unwrap();
-}

@@ -536,13 +536,3 @@ async fn expired_tokens_in_a_row_do_not_stop_a_polling_consumer() {
     assert!(!errors.borrow().is_empty() && errors.borrow().iter().all(|c| c == "expired_token"));
     assert_eq!(left("web.hostile.auth").await, (0, 0, 0));
 }
-
-async fn sleep_ms(ms: i32) {
-    let p = Promise::new(&mut |resolve, _| {
-        let global: web_sys::Window = js_sys::global().unchecked_into();
-        global
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .unwrap();
-    });
-    wait(p).await.unwrap();
-}

@@ -329,8 +329,8 @@ pub struct Flow<'a, P: Platform> {
     /// How long a reservation is held before others may take it over, and how long one of
     /// unknown owner must have been seen reserved to count as stranded (`strandedAfterMs`).
     pub hold_ms: f64,
-    /// How long handling one batch may take (`handlerTimeoutMs`): a reservation is handed over
-    /// only while this much of its hold is left.
+    /// How long handing one batch over and settling it may take (the handler timeout and two
+    /// request timeouts): a reservation is handed over only while this much of its hold is left.
     pub handle_ms: f64,
 }
 
@@ -548,9 +548,10 @@ impl<P: Platform> Flow<'_, P> {
     /// Looks at every unfinished reservation: this consumer's journal, and every reservation
     /// the portal has for this queue. This consumer's own (or, under the exclusive lock, those
     /// of an earlier holder of the lock or of a consumer known dead) are handed over again
-    /// while there is time left in their hold; another live consumer's are left alone; stranded ones (hold over, or unknown to every journal
-    /// here and reserved for `hold_ms`) are released into the error queue, or, when already
-    /// error records, taken over. `busy` are process ids this consumer works on now.
+    /// while there is time left in their hold; another live consumer's are left alone;
+    /// stranded ones (hold over, owner gone, or unknown to every journal here and reserved for
+    /// `hold_ms`) are released into the error queue, or, when already error records, taken
+    /// over. `busy` are process ids this consumer works on now.
     pub async fn recoverable(
         &self,
         busy: &[String],
@@ -589,12 +590,12 @@ impl<P: Platform> Flow<'_, P> {
             if busy.contains(&pid) {
                 continue;
             }
-            let entry = self.journal.entry(&pid).await?;
             let Some(portal_error) = portal_error else {
                 // Journaled, but nothing of it is reserved any more: settled or expired.
                 self.journal.remove(&pid).await?;
                 continue;
             };
+            let entry = self.journal.entry(&pid).await?;
             let stranded = match &entry {
                 Some(e) => {
                     let dead = e.signed
@@ -1189,17 +1190,8 @@ pub async fn consume<P: Platform>(
             break;
         }
     }
+    let stopped = if run.aborted() { "aborted" } else { "empty" };
     let mut p = run.progress.into_inner();
-    p.stopped = if run_aborted(flow, signal) {
-        "aborted"
-    } else {
-        "empty"
-    };
+    p.stopped = stopped;
     Ok(p)
-}
-
-fn run_aborted<P: Platform>(flow: &Flow<'_, P>, signal: Option<&P::Signal>) -> bool {
-    signal
-        .map(|s| flow.queue.client.platform.aborted(s))
-        .unwrap_or(false)
 }

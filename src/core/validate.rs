@@ -239,15 +239,22 @@ pub fn record_ids(name: &str, ids: &[f64]) -> Result<Vec<i64>> {
         .collect()
 }
 
-pub fn process_id(id: &str) -> Result<()> {
-    if !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_graphic()) {
+/// Checks an id of 1 to `max` printable ASCII characters without spaces.
+fn printable(name: &str, id: &str, max: usize, why: &str) -> Result<()> {
+    if !id.is_empty() && id.len() <= max && id.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {
-        Err(B24Error::invalid(
-            "processId",
-            "must be the non-empty process id a reservation returned",
-        ))
+        Err(B24Error::invalid(name, why))
     }
+}
+
+pub fn process_id(id: &str) -> Result<()> {
+    printable(
+        "processId",
+        id,
+        255,
+        "must be the non-empty process id a reservation returned",
+    )
 }
 
 /// Event names: letters, digits and `_`, sent upper case.
@@ -286,14 +293,12 @@ pub fn method_name(name: &str) -> Result<()> {
 
 /// A consumer's id in journal entries: short, printable, no spaces.
 pub fn consumer_id(id: &str) -> Result<()> {
-    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) {
-        Ok(())
-    } else {
-        Err(B24Error::invalid(
-            "consumerId",
-            "must be 1 to 128 printable ASCII characters without spaces",
-        ))
-    }
+    printable(
+        "consumerId",
+        id,
+        128,
+        "must be 1 to 128 printable ASCII characters without spaces",
+    )
 }
 
 pub fn connector(id: &str) -> Result<()> {

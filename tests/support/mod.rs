@@ -187,3 +187,14 @@ pub async fn failure(p: Promise) -> JsValue {
 pub fn length(v: &JsValue) -> u32 {
     v.dyn_ref::<Array>().map(|a| a.length()).unwrap_or(u32::MAX)
 }
+
+/// Waits `ms` in the browser (a real timer).
+pub async fn sleep_ms(ms: i32) {
+    let p = Promise::new(&mut |resolve, _| {
+        let global: web_sys::Window = js_sys::global().unchecked_into();
+        global
+            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
+            .unwrap();
+    });
+    wait(p).await.unwrap();
+}
