@@ -256,7 +256,7 @@ async fn a_malformed_row_costs_only_itself() {
     let (b24, _) = queued("web.hostile.rows", 5, "").await;
     control(
         "faults",
-        r#"{"rules": [{"method": "batch", "params": {"cmd[g0]": "*"}, "kind": {"corrupt_rows": {"MESSAGE_ID": null}}, "times": 1},
+        r#"{"rules": [{"method": "event.offline.get", "kind": {"corrupt_rows": {"MESSAGE_ID": null}}, "times": 1},
                       {"method": "event.offline.list", "kind": {"corrupt_rows": {"ID": "x"}}, "times": 2}]}"#,
     )
     .await;
@@ -506,7 +506,7 @@ async fn expired_tokens_in_a_row_do_not_stop_a_polling_consumer() {
     trigger(EVENT, 1, 5).await;
     control(
         "faults",
-        r#"{"rules": [{"method": "batch", "params": {"cmd[g0]": "*"}, "kind": "expired_token", "times": 7}]}"#,
+        r#"{"rules": [{"method": "event.offline.get", "kind": "expired_token", "times": 7}]}"#,
     )
     .await;
     let errors: Rc<RefCell<Vec<String>>> = Rc::default();
