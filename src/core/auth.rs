@@ -110,7 +110,7 @@ impl Auth {
                 None => {
                     let refresher = self.refresher.clone().ok_or_else(|| {
                         B24Error::new(
-                            "expired_token",
+                            code::EXPIRED_TOKEN,
                             "the access token has expired and no refresh callback was given",
                         )
                         .with_status(401)

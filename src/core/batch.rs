@@ -5,7 +5,7 @@
 use super::args::{build_query, Arg, Body, Tree};
 use super::client::{CallOptions, Client};
 use super::envelope::shape;
-use super::error::{B24Error, Result};
+use super::error::{code, B24Error, Result};
 use super::platform::Platform;
 use super::read::{field_text, keyed, uint};
 use super::retry::{is_read_method, Idempotency};
@@ -13,9 +13,6 @@ use super::validate::method_name;
 
 /// The portal's limit of commands per `batch` request.
 pub const MAX_COMMANDS: usize = 50;
-
-/// Code of a command that was not run because an earlier one failed under `halt`.
-pub const HALTED: &str = "BATCH_HALTED";
 
 pub struct Command {
     pub name: String,
@@ -89,7 +86,7 @@ fn check(commands: &[Command]) -> Result<()> {
 
 fn halted(method: &str) -> B24Error {
     B24Error::new(
-        HALTED,
+        code::BATCH_HALTED,
         "not run: an earlier command failed and halt was set",
     )
     .with_method(method)

@@ -5,11 +5,11 @@
 use super::args::{Arg, Body};
 use super::auth::Auth;
 use super::envelope::{decode, Reply};
-use super::error::{code, B24Error, Result};
+use super::error::{code, B24Error, Kind, Result};
 use super::limiter::{Bucket, MethodOperating, Operating, RateLimit};
 use super::origin::Origin;
 use super::platform::{HttpRequest, Level, Platform, TransportError};
-use super::retry::{classify, decide, Decision, Idempotency, Kind, RetryPolicy};
+use super::retry::{decide, Decision, Idempotency, RetryPolicy};
 use std::cell::RefCell;
 
 /// Operating-time limit of cloud portals, seconds per method over ten minutes.
@@ -267,11 +267,9 @@ impl<P: Platform> Client<P> {
                         .with_method(method))
                 }
                 Err(TransportError::Timeout) => {
-                    Err(B24Error::new(code::TIMEOUT, "no answer in time").retryable(true))
+                    Err(B24Error::new(code::TIMEOUT, "no answer in time"))
                 }
-                Err(TransportError::Network(why)) => {
-                    Err(B24Error::new(code::NETWORK, why).retryable(true))
-                }
+                Err(TransportError::Network(why)) => Err(B24Error::new(code::NETWORK, why)),
                 Err(TransportError::Redirect { status, location }) => {
                     Err(moved(&self.config.origin, status, location.as_deref()))
                 }
@@ -295,7 +293,7 @@ impl<P: Platform> Client<P> {
                 }
                 Err(e) => e.with_method(method),
             };
-            let kind = classify(&err);
+            let kind = err.kind();
             {
                 let mut st = self.state.borrow_mut();
                 bump(&mut st.stats.errors, &err.code);

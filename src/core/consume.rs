@@ -21,13 +21,12 @@
 //! are written out in `docs/reservations.md`.
 
 use super::args::Tree;
-use super::error::{code, B24Error, Result};
+use super::error::{code, B24Error, Kind, Result};
 use super::journal::{Entry, Journal};
 use super::model::{Features, OfflineEvent, Taken};
 use super::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use super::platform::{Level, Platform};
 use super::read::{field_text, field_uint, flag};
-use super::retry::{classify, Kind};
 use crate::core::joint::LocalBoxFuture;
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -298,7 +297,7 @@ pub fn ensure_extended(features: &Features) -> Result<()> {
 /// rather than stopping: everything that can pass by itself. Wrong arguments, refused access,
 /// a moved portal, a missing feature stop it.
 pub fn survivable(e: &B24Error) -> bool {
-    classify(e) != Kind::Fatal || e.is(code::REFRESH_FAILED) || e.is(code::STORE_FAILED)
+    e.retryable() || e.is(code::REFRESH_FAILED) || e.is(code::STORE_FAILED)
 }
 
 /// Re-selecting a reservation returns at most this many rows per call.
@@ -1009,7 +1008,7 @@ impl<P: Platform> Run<'_, P> {
                     }
                 }
                 Err(e) if e.is(code::ABORTED) => return Ok(()),
-                Err(e) if classify(&e) == Kind::Transient => {
+                Err(e) if e.kind() == Kind::Transient => {
                     // The portal may have reserved rows whose process id never reached us.
                     self.lost.set(self.lost.get() + 1);
                     failures += 1;

@@ -29,14 +29,12 @@ impl<D> Reply<D> {
 }
 
 fn bad_response(status: u16, why: &str) -> B24Error {
-    let mut e = B24Error::new(code::BAD_RESPONSE, why).with_status(status);
-    e.retryable = super::retry::classify(&e).retryable();
-    e
+    B24Error::new(code::BAD_RESPONSE, why).with_status(status)
 }
 
 /// A result that is not what the method returns.
 pub fn shape(why: &str) -> B24Error {
-    B24Error::new(code::BAD_RESPONSE, why).retryable(true)
+    B24Error::new(code::BAD_RESPONSE, why)
 }
 
 /// Reads an HTTP answer as the portal's envelope.

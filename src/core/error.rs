@@ -2,6 +2,10 @@
 //!
 //! Portal errors keep the portal's code (`QUERY_LIMIT_EXCEEDED`, `expired_token`,
 //! `ACCESS_DENIED`, ...); failures that happen on our side get one of the codes in [`code`].
+//! Every code the library produces or reacts to is named in [`code`] (the package's
+//! TypeScript `B24ErrorCode` union is generated from it), and whether an error is worth
+//! another try follows from its code alone, through [`Kind`]: never stored, never recomputed
+//! elsewhere.
 //! Descriptions are written from what we know about the call, never from credentials: no code
 //! path puts a token, a refresh token or an `auth` parameter into an error.
 
@@ -32,6 +36,59 @@ pub mod code {
     /// The portal answered with a redirect (renamed, moved, or something in between): it is
     /// not followed, since that would send the token to another address.
     pub const PORTAL_MOVED: &str = "PORTAL_MOVED";
+    /// A batch command not run because an earlier one failed and the batch halts on errors.
+    pub const BATCH_HALTED: &str = "BATCH_HALTED";
+
+    // The portal's own codes that the library reacts to or documents.
+    /// The access token has expired: refreshed, then the call is repeated.
+    pub const EXPIRED_TOKEN: &str = "expired_token";
+    /// The token is not one the portal issued (never refreshed: a refresh would not help).
+    pub const INVALID_TOKEN: &str = "invalid_token";
+    /// The request rate went over the portal's leaky bucket.
+    pub const QUERY_LIMIT_EXCEEDED: &str = "QUERY_LIMIT_EXCEEDED";
+    /// The method used up its operating time for the window.
+    pub const OPERATION_TIME_LIMIT: &str = "OPERATION_TIME_LIMIT";
+    /// The portal blocked the app for overloading it.
+    pub const OVERLOAD_LIMIT: &str = "OVERLOAD_LIMIT";
+    pub const PORTAL_DELETED: &str = "PORTAL_DELETED";
+    pub const NO_AUTH_FOUND: &str = "NO_AUTH_FOUND";
+    pub const ACCESS_DENIED: &str = "ACCESS_DENIED";
+    pub const WRONG_AUTH_TYPE: &str = "WRONG_AUTH_TYPE";
+    pub const ERROR_ARGUMENT: &str = "ERROR_ARGUMENT";
+    pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+    pub const ERROR_UNEXPECTED_ANSWER: &str = "ERROR_UNEXPECTED_ANSWER";
+}
+
+/// What a failure means for trying again (how long to wait is the retry policy's business).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// After a token refresh.
+    RefreshAuth,
+    RateLimited,
+    OperatingLimited,
+    /// The request may or may not have been executed.
+    Transient,
+    Fatal,
+}
+
+impl Kind {
+    /// The one place that decides: a code and an HTTP status (5xx answers of unknown codes are
+    /// transient).
+    pub fn of(code: &str, status: u16) -> Kind {
+        match code {
+            code::EXPIRED_TOKEN => Kind::RefreshAuth,
+            code::QUERY_LIMIT_EXCEEDED => Kind::RateLimited,
+            code::OPERATION_TIME_LIMIT => Kind::OperatingLimited,
+            code::OVERLOAD_LIMIT | code::PORTAL_DELETED | code::PORTAL_MOVED => Kind::Fatal,
+            code::NETWORK
+            | code::TIMEOUT
+            | code::BAD_RESPONSE
+            | code::INTERNAL_SERVER_ERROR
+            | code::ERROR_UNEXPECTED_ANSWER => Kind::Transient,
+            _ if status >= 500 => Kind::Transient,
+            _ => Kind::Fatal,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -42,8 +99,6 @@ pub struct B24Error {
     /// The REST method involved, empty when none.
     pub method: String,
     pub description: String,
-    /// Whether trying the same operation again later can succeed.
-    pub retryable: bool,
     /// `PORTAL_MOVED` only: the host the portal redirected to, when the runtime shows it.
     pub moved_to: Option<String>,
 }
@@ -55,23 +110,19 @@ impl B24Error {
             status: 0,
             method: String::new(),
             description: description.into(),
-            retryable: false,
             moved_to: None,
         }
     }
 
     /// An error the portal answered with.
     pub fn portal(code: &str, status: u16, description: &str) -> B24Error {
-        let mut e = B24Error {
+        B24Error {
             code: Cow::Owned(code.to_string()),
             status,
             method: String::new(),
             description: description.to_string(),
-            retryable: false,
             moved_to: None,
-        };
-        e.retryable = crate::core::retry::classify(&e).retryable();
-        e
+        }
     }
 
     pub fn invalid(param: &str, why: &str) -> B24Error {
@@ -94,9 +145,13 @@ impl B24Error {
         self
     }
 
-    pub fn retryable(mut self, yes: bool) -> B24Error {
-        self.retryable = yes;
-        self
+    pub fn kind(&self) -> Kind {
+        Kind::of(&self.code, self.status)
+    }
+
+    /// Whether trying the same operation again later can succeed.
+    pub fn retryable(&self) -> bool {
+        self.kind() != Kind::Fatal
     }
 
     pub fn is(&self, code: &str) -> bool {
@@ -130,3 +185,51 @@ impl std::fmt::Display for B24Error {
 impl std::error::Error for B24Error {}
 
 pub type Result<T> = std::result::Result<T, B24Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(code: &'static str, status: u16) -> B24Error {
+        B24Error::new(code, "").with_status(status)
+    }
+
+    #[test]
+    fn the_kind_follows_from_the_code() {
+        assert_eq!(err(code::EXPIRED_TOKEN, 401).kind(), Kind::RefreshAuth);
+        assert_eq!(
+            err(code::QUERY_LIMIT_EXCEEDED, 503).kind(),
+            Kind::RateLimited
+        );
+        assert_eq!(
+            err(code::OPERATION_TIME_LIMIT, 429).kind(),
+            Kind::OperatingLimited
+        );
+        assert_eq!(err(code::BAD_RESPONSE, 502).kind(), Kind::Transient);
+        assert_eq!(err(code::NETWORK, 0).kind(), Kind::Transient);
+        assert_eq!(err("SOMETHING", 504).kind(), Kind::Transient);
+        assert_eq!(err(code::OVERLOAD_LIMIT, 503).kind(), Kind::Fatal);
+        assert_eq!(err(code::ACCESS_DENIED, 403).kind(), Kind::Fatal);
+        assert_eq!(err(code::INVALID_TOKEN, 401).kind(), Kind::Fatal);
+        assert!(B24Error::portal("QUERY_LIMIT_EXCEEDED", 503, "").retryable());
+        assert!(!B24Error::portal("ERROR_ARGUMENT", 400, "").retryable());
+    }
+
+    /// The same code means the same thing wherever the error was made (an `expired_token` of
+    /// the portal's and ours, made when no refresh callback was given, used to disagree).
+    #[test]
+    fn retryable_does_not_depend_on_who_made_the_error() {
+        for c in [
+            code::EXPIRED_TOKEN,
+            code::TIMEOUT,
+            code::BAD_RESPONSE,
+            code::ACCESS_DENIED,
+        ] {
+            assert_eq!(
+                B24Error::portal(c, 401, "").retryable(),
+                B24Error::new(c, "x").with_status(401).retryable(),
+                "{c}"
+            );
+        }
+    }
+}

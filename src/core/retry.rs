@@ -13,39 +13,7 @@
 //! ambiguous failure: the first attempt may have taken the events, and the caller must find out
 //! (the reservation flow does, through its journal and `list` sweep) instead of guessing.
 
-use super::error::{code, B24Error};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    RefreshAuth,
-    RateLimited,
-    OperatingLimited,
-    /// The request may or may not have been executed.
-    Transient,
-    Fatal,
-}
-
-impl Kind {
-    pub fn retryable(self) -> bool {
-        self != Kind::Fatal
-    }
-}
-
-pub fn classify(e: &B24Error) -> Kind {
-    match &*e.code {
-        "expired_token" => Kind::RefreshAuth,
-        "QUERY_LIMIT_EXCEEDED" => Kind::RateLimited,
-        "OPERATION_TIME_LIMIT" => Kind::OperatingLimited,
-        "OVERLOAD_LIMIT" | "PORTAL_DELETED" | code::PORTAL_MOVED => Kind::Fatal,
-        code::NETWORK
-        | code::TIMEOUT
-        | code::BAD_RESPONSE
-        | "INTERNAL_SERVER_ERROR"
-        | "ERROR_UNEXPECTED_ANSWER" => Kind::Transient,
-        _ if e.status >= 500 => Kind::Transient,
-        _ => Kind::Fatal,
-    }
-}
+use super::error::Kind;
 
 /// Whether repeating a call cannot do harm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,31 +117,6 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn err(code: &'static str, status: u16) -> B24Error {
-        B24Error::new(code, "").with_status(status)
-    }
-
-    #[test]
-    fn classification() {
-        assert_eq!(classify(&err("expired_token", 401)), Kind::RefreshAuth);
-        assert_eq!(
-            classify(&err("QUERY_LIMIT_EXCEEDED", 503)),
-            Kind::RateLimited
-        );
-        assert_eq!(
-            classify(&err("OPERATION_TIME_LIMIT", 429)),
-            Kind::OperatingLimited
-        );
-        assert_eq!(classify(&err(code::BAD_RESPONSE, 502)), Kind::Transient);
-        assert_eq!(classify(&err(code::NETWORK, 0)), Kind::Transient);
-        assert_eq!(classify(&err("SOMETHING", 504)), Kind::Transient);
-        assert_eq!(classify(&err("OVERLOAD_LIMIT", 503)), Kind::Fatal);
-        assert_eq!(classify(&err("ACCESS_DENIED", 403)), Kind::Fatal);
-        assert_eq!(classify(&err("invalid_token", 401)), Kind::Fatal);
-        assert!(B24Error::portal("QUERY_LIMIT_EXCEEDED", 503, "").retryable);
-        assert!(!B24Error::portal("ERROR_ARGUMENT", 400, "").retryable);
-    }
 
     #[test]
     fn decisions() {

@@ -111,7 +111,7 @@ fn ambiguous_failures_retry_only_safe_calls() {
     let (c, _) = client(&fake, |cfg| cfg.retry.max_retries = 3);
     let e = block_on(c.call("crm.deal.get", &Body::new(), &safe())).unwrap_err();
     assert_eq!(
-        (e.code.as_ref(), e.status, e.retryable, e.method.as_str()),
+        (e.code.as_ref(), e.status, e.retryable(), e.method.as_str()),
         ("INTERNAL_SERVER_ERROR", 500, true, "crm.deal.get")
     );
     assert_eq!(
@@ -151,7 +151,7 @@ fn html_and_malformed_bodies_are_bad_responses() {
     let (c, _) = client(&fake, |cfg| cfg.retry.max_retries = 0);
     let e = block_on(c.call("crm.deal.get", &Body::new(), &safe())).unwrap_err();
     assert_eq!(
-        (e.code.as_ref(), e.status, e.retryable),
+        (e.code.as_ref(), e.status, e.retryable()),
         (code::BAD_RESPONSE, 502, true)
     );
     assert!(e.description.contains("HTML"));
@@ -380,8 +380,14 @@ fn halt_stops_later_chunks() {
     assert_eq!(fake.seen.borrow().requests.len(), 1);
     assert!(items[0].result.is_ok());
     assert_eq!(items[1].result.as_ref().unwrap_err().code, "X");
-    assert_eq!(items[2].result.as_ref().unwrap_err().code, batch::HALTED);
-    assert_eq!(items[59].result.as_ref().unwrap_err().code, batch::HALTED);
+    assert_eq!(
+        items[2].result.as_ref().unwrap_err().code,
+        code::BATCH_HALTED
+    );
+    assert_eq!(
+        items[59].result.as_ref().unwrap_err().code,
+        code::BATCH_HALTED
+    );
 }
 
 #[test]

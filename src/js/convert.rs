@@ -33,7 +33,7 @@ pub fn js_error(e: &B24Error) -> JsValue {
         e.status,
         &e.method,
         &e.description,
-        e.retryable,
+        e.retryable(),
         e.moved_to.clone(),
     )
 }

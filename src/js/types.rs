@@ -6,14 +6,9 @@ use wasm_bindgen::prelude::*;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TYPES: &'static str = r#"
-/** Stable error codes: the portal's own, plus the library's. */
-export type B24ErrorCode =
-  | 'INVALID_ARGUMENT' | 'NETWORK' | 'TIMEOUT' | 'BAD_RESPONSE' | 'ABORTED'
-  | 'FEATURE_UNAVAILABLE' | 'REFRESH_FAILED' | 'FRAME_UNAVAILABLE' | 'INVALID_SIGNAL'
-  | 'STORE_FAILED' | 'BATCH_HALTED' | 'PORTAL_MOVED'
-  | 'QUERY_LIMIT_EXCEEDED' | 'OPERATION_TIME_LIMIT' | 'expired_token' | 'invalid_token'
-  | 'NO_AUTH_FOUND' | 'ACCESS_DENIED' | 'WRONG_AUTH_TYPE' | 'ERROR_ARGUMENT'
-  | 'INTERNAL_SERVER_ERROR' | (string & {});
+/** Stable error codes: the portal's own, plus the library's. The package replaces this line
+ *  with the union of every code in src/core/error.rs (www/tools/package.mjs). */
+export type B24ErrorCode = string;
 
 /** Request-rate presets, a custom leaky bucket, or false to turn the limiter off. */
 export type Limits = 'standard' | 'enterprise' | { burst: number; drainPerSec: number } | boolean;

@@ -4,6 +4,8 @@
 //   into snippets/); the Node build gets that snippet as CommonJS;
 // - every .d.ts is hand-corrected: raw wasm exports typed `unknown` instead of `any` (the build
 //   fails if an `any` is left in a type position), and the lib of `Symbol.dispose` referenced;
+// - `B24ErrorCode` becomes the union of every code named in src/core/error.rs (the one place
+//   where codes are defined), plus `(string & {})` for portal codes nobody listed yet;
 // - package.json gets the crate's version; node/ is CommonJS with an ESM wrapper.
 // Usage: node www/tools/package.mjs VERSION
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -38,8 +40,22 @@ function stripComments(path) {
   writeFileSync(path, js);
 }
 
+/** The string values of `pub const NAME: &str = "value";` in error.rs's `mod code`. */
+function errorCodes() {
+  const src = readFileSync(join(root, 'src/core/error.rs'), 'utf8');
+  const body = src.slice(src.indexOf('pub mod code {'), src.indexOf('\n}\n', src.indexOf('pub mod code {')));
+  const codes = [...body.matchAll(/pub const \w+: &str = "([^"]+)";/g)].map((m) => m[1]);
+  if (codes.length < 10) throw new Error(`found only ${codes.length} codes in src/core/error.rs`);
+  return codes;
+}
+
+const CODE_LINE = 'export type B24ErrorCode = string;';
+const CODE_UNION = `export type B24ErrorCode =\n${errorCodes().map((c) => `  | '${c}'`).join('\n')}\n  | (string & {});`;
+
 function fixTypes(path) {
   let dts = readFileSync(path, 'utf8').replace(/\bany\b(?=\s*[;,)\]=|])/g, 'unknown');
+  if (!dts.includes(CODE_LINE)) throw new Error(`${path} lacks the line ${CODE_LINE}`);
+  dts = dts.replace(CODE_LINE, CODE_UNION);
   // The classes declare [Symbol.dispose]: bring its lib along rather than require `esnext`.
   if (dts.includes('Symbol.dispose') && !dts.includes('esnext.disposable')) dts = '/// <reference lib="esnext.disposable" />\n' + dts;
   const code = dts.replace(/\/\*[\s\S]*?\*\//g, '').replace(/\/\/.*$/gm, '');
