@@ -155,14 +155,14 @@ fn split_php_key(key: &str) -> Vec<String> {
 
 fn insert_path(map: &mut Map<String, Value>, path: &[String], value: Value) {
     let key = if path[0].is_empty() {
-        // `x[]`: append at the next free integer index, as PHP does.
-        let next = map
-            .keys()
-            .filter_map(|k| k.parse::<u64>().ok())
-            .max()
-            .map(|m| m + 1)
-            .unwrap_or(0);
-        next.to_string()
+        // `x[]`: append one past the largest integer key, as PHP does. PHP's integer keys are
+        // canonical decimal i64s ("007" and numbers past i64 are string keys); when the next
+        // index would overflow, PHP refuses the element, and so do we.
+        let largest = map.keys().filter_map(|k| php_int_key(k)).max();
+        match largest.map_or(Some(0), |m| m.checked_add(1)) {
+            Some(next) => next.to_string(),
+            None => return,
+        }
     } else {
         path[0].clone()
     };
@@ -177,6 +177,11 @@ fn insert_path(map: &mut Map<String, Value>, path: &[String], value: Value) {
     if let Value::Object(inner) = slot {
         insert_path(inner, &path[1..], value);
     }
+}
+
+/// The integer a key stands for in a PHP array, if it is one.
+fn php_int_key(k: &str) -> Option<i64> {
+    k.parse::<i64>().ok().filter(|n| n.to_string() == k)
 }
 
 /// Turns objects whose keys are exactly 0..n into arrays, recursively, so that
@@ -216,6 +221,20 @@ mod tests {
         assert_eq!(p.get("message_id"), Some(&json!(["a", "b"])));
         assert_eq!(p.get("order"), Some(&json!({"ID": "DESC"})));
         assert_eq!(p.str("x").as_deref(), Some("1"));
+    }
+
+    /// Found by the fuzzer: `x[]` after the largest u64 as a key overflowed the next index.
+    #[test]
+    fn appends_follow_php_integer_keys_without_overflow() {
+        let p = parse_form(b"x[18446744073709551615]=a&x[]=b&y[9223372036854775807]=a&y[]=b");
+        assert_eq!(
+            p.get("x"),
+            Some(&json!({"18446744073709551615": "a", "0": "b"}))
+        );
+        assert_eq!(p.get("y"), Some(&json!({"9223372036854775807": "a"})));
+        let p = parse_form(b"z[007]=a&z[]=b&w[-5]=a&w[]=b");
+        assert_eq!(p.get("z"), Some(&json!({"007": "a", "0": "b"})));
+        assert_eq!(p.get("w"), Some(&json!({"-5": "a", "-4": "b"})));
     }
 
     #[test]
