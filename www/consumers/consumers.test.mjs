@@ -177,7 +177,7 @@ async function threeConsumers(store) {
     const rows = await control('queue', undefined, 'GET');
     quiet = rows.length === 0 ? quiet + 1 : 0;
   }
-  const faults = (await control('stats', undefined, 'GET')).faults_injected;
+  const { faults_injected: faults, answers_lost_with_events: lostWithEvents } = await control('stats', undefined, 'GET');
   await control('faults', undefined, 'DELETE');
   for (const w of workers) w.child.stdin.end('stop\n');
   const codes = await Promise.all(workers.map((w) => w.done));
@@ -195,11 +195,14 @@ async function threeConsumers(store) {
   const lost = [...version].filter(([id, v]) => seen.get(id) !== v);
   const released = summaries.reduce((n, s) => n + s.released, 0);
   const left = await control('queue', undefined, 'GET');
-  console.log(`three consumers (${store}): ${batches.length} batches, ${owners.size} reservations, shared by two consumers: ${shared2}, lost answers injected: ${faults}, released: ${released}, changes lost: ${lost.length}, rows left: ${left.length}`);
+  console.log(`three consumers (${store}): ${batches.length} batches, ${owners.size} reservations, shared by two consumers: ${shared2}, lost answers injected: ${faults} (${lostWithEvents} with events), released: ${released}, changes lost: ${lost.length}, rows left: ${left.length}`);
   assert.equal(shared2, 0, 'no reservation handed to two consumers');
   assert.deepEqual(lost, [], 'no change lost');
   assert.equal(left.length, 0, 'nothing left, nothing reserved');
-  assert.ok(faults > 0 && released > 0, 'answers were lost and their reservations released');
+  // A lost answer of an empty reservation strands nothing; those that carried events must
+  // have been released (which of the two the seeded drops hit depends on timing).
+  assert.ok(faults > 0, 'answers were lost');
+  assert.ok(lostWithEvents === 0 || released > 0, 'reservations whose answer was lost were released');
 }
 
 test('three consumer processes, separate journals in one shared store', () => threeConsumers('file'));

@@ -259,6 +259,7 @@ fn stats(shared: &Arc<Shared>) -> Value {
         "notifications_failed": st.stats.notifications_failed,
         "notifications_skipped": st.stats.notifications_skipped,
         "faults_injected": st.stats.faults_injected,
+        "answers_lost_with_events": st.stats.answers_lost_with_events,
         "queue_rows": st.queue.len(),
         "reserved_rows": st.queue.reserved_len(),
         "expired_rows": st.stats.expired_rows,

@@ -233,7 +233,18 @@ async fn rest_call(
     crate::notify::schedule(&shared, touched);
     let mut body = body;
     if let Some(kind) = after {
-        shared.lock().stats.faults_injected += 1;
+        let withheld = !matches!(kind, Kind::Delay(_) | Kind::CorruptRows { .. });
+        let events = body
+            .pointer("/result/events")
+            .and_then(|e| e.as_array())
+            .is_some_and(|e| !e.is_empty());
+        {
+            let mut st = shared.lock();
+            st.stats.faults_injected += 1;
+            if withheld && events {
+                st.stats.answers_lost_with_events += 1;
+            }
+        }
         match kind {
             Kind::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             Kind::CorruptRows { fields, count } => corrupt_rows(&mut body, &fields, count),

@@ -212,6 +212,9 @@ pub struct Stats {
     pub requests: BTreeMap<String, u64>,
     pub rejections: BTreeMap<String, u64>,
     pub faults_injected: u64,
+    /// Answers withheld (after the method ran) that carried events: reservations only the
+    /// portal knows about.
+    pub answers_lost_with_events: u64,
     pub notifications_sent: u64,
     pub notifications_failed: u64,
     pub notifications_skipped: u64,
