@@ -137,6 +137,12 @@ mod tests {
     use super::*;
     use futures_util::future::join_all;
 
+    /// Polls a future once, with a waker that goes nowhere: whether it is still pending.
+    fn pending_after_one_poll<F: Future>(f: Pin<&mut F>) -> bool {
+        let waker = Waker::from(Arc::new(WakeAll(Mutex::new(Vec::new()))));
+        f.poll(&mut Context::from_waker(&waker)).is_pending()
+    }
+
     #[test]
     fn a_joint_future_finishes_for_everyone_even_without_its_first_task() {
         let runs = Rc::new(Cell::new(0));
@@ -150,11 +156,7 @@ mod tests {
         // The first waiter starts it and is dropped; the others still get the value.
         {
             let mut first = Box::pin(joint.wait());
-            let waker = Waker::from(Arc::new(WakeAll(Mutex::new(Vec::new()))));
-            assert!(first
-                .as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending());
+            assert!(pending_after_one_poll(first.as_mut()));
         }
         let all = futures_executor::block_on(join_all((0..5).map(|_| joint.wait())));
         assert_eq!(all, vec![7; 5]);
@@ -177,11 +179,7 @@ mod tests {
         futures_executor::block_on(async {
             let g = lock.lock().await;
             let mut dropped = Box::pin(lock.lock());
-            let waker = Waker::from(Arc::new(WakeAll(Mutex::new(Vec::new()))));
-            assert!(dropped
-                .as_mut()
-                .poll(&mut Context::from_waker(&waker))
-                .is_pending());
+            assert!(pending_after_one_poll(dropped.as_mut()));
             drop(dropped);
             drop(g);
             join_all([task(1), task(2), task(3)]).await;
