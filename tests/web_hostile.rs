@@ -536,3 +536,32 @@ async fn expired_tokens_in_a_row_do_not_stop_a_polling_consumer() {
     assert!(!errors.borrow().is_empty() && errors.borrow().iter().all(|c| c == "expired_token"));
     assert_eq!(left("web.hostile.auth").await, (0, 0, 0));
 }
+
+/// Browsers send a request again, silently, when a reused connection drops before the answer
+/// starts (Chrome and Firefox both do, a POST too): the portal reserves twice and only the
+/// second process id arrives, with no error. The run still handles every event before it ends
+/// (the first reservation is released after its hold), and nothing is left.
+#[wasm_bindgen_test]
+async fn a_reservation_the_browser_sent_twice_is_not_left_behind() {
+    fresh().await;
+    let (b24, _) = queued("web.hostile.twice", 120, FAST).await;
+    // The first reservation's answer is lost after the portal made it.
+    control(
+        "faults",
+        r#"{"rules": [{"method": "event.offline.get", "kind": "drop", "phase": "after", "times": 1}]}"#,
+    )
+    .await;
+    let seen = Rc::new(Cell::new(0));
+    let q = memory_queue(&b24, "twice");
+    let p = wait(q.consume(
+        answering(seen.clone(), |_, _| JsValue::UNDEFINED),
+        some(r#"{"limit": 50, "handlerTimeoutMs": 1000, "strandedAfterMs": 10000}"#),
+    ))
+    .await
+    .unwrap();
+    send("DELETE", "/_emulator/faults", None).await;
+    assert_eq!(num(&get("stats").await, &["answers_lost_with_events"]), 1.0);
+    assert_eq!(seen.get(), 120, "every event handled in this run");
+    assert_eq!(num(&p, &["released"]), 50.0);
+    assert_eq!(left("web.hostile.twice").await, (0, 0, 0));
+}

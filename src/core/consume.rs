@@ -1071,12 +1071,16 @@ impl<P: Platform> Run<'_, P> {
         Ok((found.young, any))
     }
 
-    /// Recovers what is unfinished; when this run lost reservations, waits for their rows to
-    /// count as stranded so that the run does not end leaving them behind.
-    async fn recover(&self) -> Result<()> {
+    /// Recovers what is unfinished. When this run lost a reservation's answer, or when `settle`
+    /// (the end of a run that does not poll), waits until every reservation of unknown owner
+    /// has settled or counts as stranded, so that the run does not end leaving one behind. An
+    /// error is not the only sign of a lost answer: a browser silently sends a request again
+    /// when a reused connection drops before the answer starts, so a reservation can be made
+    /// twice and the first one's process id never arrives (docs/reservations.md).
+    async fn recover(&self, settle: bool) -> Result<()> {
         loop {
             let (young, found) = self.recover_round().await?;
-            if self.lost.get() == 0 || self.aborted() {
+            if (self.lost.get() == 0 && !settle) || self.aborted() {
                 return Ok(());
             }
             // The sweep just made says whether rows of unknown owner are still waiting to
@@ -1096,7 +1100,7 @@ impl<P: Platform> Run<'_, P> {
 
     /// One cycle: what is unfinished, the queue, the error queue, and what the drains left.
     async fn cycle(&self) -> Result<()> {
-        self.recover().await?;
+        self.recover(false).await?;
         self.drain_all(false).await?;
         let errors = self.opts.errors != ErrorPolicy::Skip;
         loop {
@@ -1104,7 +1108,7 @@ impl<P: Platform> Run<'_, P> {
                 self.drain_all(true).await?;
             }
             let released = self.progress.borrow().released;
-            self.recover().await?;
+            self.recover(self.opts.poll.is_none()).await?;
             // What that look released waits in the error queue: its pass takes it in this run.
             if !errors || self.aborted() || self.progress.borrow().released == released {
                 return Ok(());

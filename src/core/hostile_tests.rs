@@ -508,6 +508,32 @@ fn lost_reservations_are_swept_during_a_long_drain() {
     assert_eq!(world.queue(), (0, 0, 0));
 }
 
+/// A browser sends a request again, silently, when a reused connection drops before the
+/// answer starts: the portal reserves twice and only the second process id arrives, with no
+/// error at all. A run that does not poll still does not end before the first reservation is
+/// found, released after its hold and handled from the error queue.
+#[test]
+fn a_reservation_made_twice_without_an_error_is_handled_before_the_run_ends() {
+    let twice = Rc::new(Cell::new(false));
+    let t = twice.clone();
+    let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
+        if m == "event.offline.get" && body.get("process_id").is_none() && !t.get() {
+            t.set(true);
+            Net::Twice
+        } else {
+            Net::Pass
+        }
+    })));
+    world.trigger(1, 10);
+    let rec = Recorder::new(|_, _| Outcome::Done);
+    let (p, log) = run(&world, memory(), &rec, &opts(5.0), None);
+    assert!(twice.get());
+    assert!(log.errors.borrow().is_empty(), "nothing failed visibly");
+    assert_eq!(p.released, 5, "{p:?}");
+    assert_eq!(rec.ids().len(), 10, "every event handled in this run");
+    assert_eq!(world.queue(), (0, 0, 0), "nothing left, nothing reserved");
+}
+
 /// A redirect is never followed: one request, no retry, `PORTAL_MOVED` naming only the new
 /// host, never its path or query, never the token.
 #[test]

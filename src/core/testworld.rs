@@ -32,6 +32,9 @@ use std::sync::Arc;
 pub(crate) enum Net {
     Pass,
     Lose,
+    /// The portal acts twice and the second answer arrives: what a browser does when a reused
+    /// connection drops before the answer starts (it sends the request again, silently).
+    Twice,
     Refuse,
     Answer(u16, &'static str),
     Alter(fn(&mut Value)),
@@ -82,6 +85,18 @@ impl World {
             let params = Params::from_value(body.clone());
             let (status, v, _) = {
                 let mut st = portal.lock();
+                if matches!(net, Net::Twice) {
+                    execute(
+                        &portal,
+                        &mut st,
+                        Incoming {
+                            method,
+                            webhook: None,
+                            params: params.clone(),
+                            https: true,
+                        },
+                    );
+                }
                 execute(
                     &portal,
                     &mut st,
