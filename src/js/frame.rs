@@ -2,7 +2,7 @@
 //! context, and the frame commands apps use daily.
 
 use super::client::{promise, Bitrix24, WebClient};
-use super::convert::{field, js_error, opt_bool, opt_f64, options, strings};
+use super::convert::{field, opt_bool, opt_f64, options, strings};
 use super::platform::{to_js, JsData, WebPlatform};
 use crate::auth::{expiry, FrameRefresher};
 use crate::core::auth::{Token, REFRESH_MARGIN_MS};
@@ -216,12 +216,9 @@ impl Bitrix24 {
     pub fn from_frame(
         #[wasm_bindgen(js_name = options, unchecked_optional_param_type = "FrameOptions")] options_: Option<JsValue>,
     ) -> Promise {
-        wasm_bindgen_futures::future_to_promise(async move {
-            let opts = options(options_.as_ref(), "options").map_err(|e| js_error(&e))?;
-            connect(opts)
-                .await
-                .map(JsValue::from)
-                .map_err(|e| js_error(&e))
+        promise(async move {
+            let opts = options(options_.as_ref(), "options")?;
+            connect(opts).await.map(JsValue::from)
         })
     }
 }

@@ -5,7 +5,7 @@ use super::convert::{
     async_iterable, field, opt_f64, opt_numbers, opt_signal, opt_str, opt_strings, opt_tree,
     options, req_str, strings,
 };
-use super::platform::{to_js, WebPlatform};
+use super::platform::{to_js, JsData, WebPlatform};
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
@@ -17,6 +17,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use web_sys::AbortSignal;
+
+/// A queue method's body: its calls, its options object and their `signal`.
+type QueueFn = dyn for<'q> FnOnce(
+    &'q Queue<'q, WebPlatform>,
+    JsValue,
+    Option<AbortSignal>,
+) -> LocalBoxFuture<'q, Result<JsValue>>;
 
 #[wasm_bindgen]
 pub struct OfflineQueue {
@@ -66,6 +73,11 @@ impl OfflineQueue {
             ) -> LocalBoxFuture<'q, Result<JsValue>>
             + 'static,
     {
+        self.run_boxed(opts, Box::new(f))
+    }
+
+    /// `run` without a copy per method: the methods differ only in their boxed closures.
+    fn run_boxed(&self, opts: Option<JsValue>, f: Box<QueueFn>) -> Promise {
         let (client, connector) = self.parts();
         promise(async move {
             let opts = options(opts.as_ref(), "options")?;
@@ -227,12 +239,12 @@ impl OfflineQueue {
             }
             let args = list_args(&opts)?;
             // Check the arguments now rather than at the first next().
-            validate::filter::<()>(
+            validate::filter::<JsData>(
                 args.filter.as_ref(),
                 validate::LIST_FIELDS,
                 "event.offline.list",
             )?;
-            validate::order::<()>(
+            validate::order::<JsData>(
                 args.order.as_ref(),
                 validate::LIST_FIELDS,
                 "event.offline.list",
