@@ -151,8 +151,11 @@ async fn five_thousand_events_survive_injected_faults() {
     let b24 = Bitrix24::with_token(opts).unwrap();
     control(
         "faults",
+        // A drain's step (acknowledge and reserve in one request) is a `batch`; lone gets and
+        // clears are re-reads, sweeps and repeated acknowledgements.
         r#"{"seed": 7, "rules": [
-            {"method": "event.offline.get", "kind": "http_500", "probability": 0.03},
+            {"method": "batch", "kind": "http_500", "probability": 0.03},
+            {"method": "batch", "kind": "drop", "phase": "after", "probability": 0.03},
             {"method": "event.offline.get", "kind": "drop", "phase": "after", "probability": 0.03},
             {"method": "event.offline.clear", "kind": "drop", "phase": "after", "probability": 0.03},
             {"method": "event.offline.clear", "kind": "http_500", "probability": 0.02},

@@ -256,7 +256,7 @@ async fn a_malformed_row_costs_only_itself() {
     let (b24, _) = queued("web.hostile.rows", 5, "").await;
     control(
         "faults",
-        r#"{"rules": [{"method": "event.offline.get", "kind": {"corrupt_rows": {"MESSAGE_ID": null}}, "times": 1},
+        r#"{"rules": [{"method": "batch", "params": {"cmd[g0]": "*"}, "kind": {"corrupt_rows": {"MESSAGE_ID": null}}, "times": 1},
                       {"method": "event.offline.list", "kind": {"corrupt_rows": {"ID": "x"}}, "times": 2}]}"#,
     )
     .await;
@@ -506,7 +506,7 @@ async fn expired_tokens_in_a_row_do_not_stop_a_polling_consumer() {
     trigger(EVENT, 1, 5).await;
     control(
         "faults",
-        r#"{"rules": [{"method": "event.offline.get", "kind": "expired_token", "times": 7}]}"#,
+        r#"{"rules": [{"method": "batch", "params": {"cmd[g0]": "*"}, "kind": "expired_token", "times": 7}]}"#,
     )
     .await;
     let errors: Rc<RefCell<Vec<String>>> = Rc::default();
@@ -545,10 +545,11 @@ async fn expired_tokens_in_a_row_do_not_stop_a_polling_consumer() {
 async fn a_reservation_the_browser_sent_twice_is_not_left_behind() {
     fresh().await;
     let (b24, _) = queued("web.hostile.twice", 120, FAST).await;
-    // The first reservation's answer is lost after the portal made it.
+    // The first reservation's answer (a drain's step, a `batch`) is lost after the portal
+    // made it.
     control(
         "faults",
-        r#"{"rules": [{"method": "event.offline.get", "kind": "drop", "phase": "after", "times": 1}]}"#,
+        r#"{"rules": [{"method": "batch", "params": {"cmd[g0]": "*"}, "kind": "drop", "phase": "after", "times": 1}]}"#,
     )
     .await;
     let seen = Rc::new(Cell::new(0));

@@ -58,6 +58,21 @@ impl<D> Body<D> {
     }
 }
 
+impl<D> Arg<D> {
+    /// The argument as a plain tree (for a `batch` command's query string); app data, which a
+    /// command never carries, is left out as null.
+    pub fn to_tree(&self) -> Tree {
+        match self {
+            Arg::Str(s) => Tree::Str(s.clone()),
+            Arg::Int(i) => Tree::Num(*i as f64),
+            Arg::Bool(b) => Tree::Bool(*b),
+            Arg::List(l) => Tree::List(l.iter().map(Arg::to_tree).collect()),
+            Arg::Map(m) => Tree::Map(m.iter().map(|(k, v)| (k.clone(), v.to_tree())).collect()),
+            Arg::Data(_) => Tree::Null,
+        }
+    }
+}
+
 impl<D> Default for Body<D> {
     fn default() -> Body<D> {
         Body::new()

@@ -22,6 +22,7 @@
 
 use super::args::Tree;
 use super::error::{code, B24Error, Kind, Result};
+use super::joint::Alarm;
 use super::journal::{Entry, Journal};
 use super::model::{Features, OfflineEvent, Taken};
 use super::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
@@ -300,6 +301,9 @@ pub fn survivable(e: &B24Error) -> bool {
     e.retryable() || e.is(code::REFRESH_FAILED) || e.is(code::STORE_FAILED)
 }
 
+/// How many rows a reservation takes when no `limit` is given (the portal's default).
+const DEFAULT_LIMIT: f64 = 50.0;
+
 /// Re-selecting a reservation returns at most this many rows per call.
 const RESELECT_LIMIT: f64 = 5000.0;
 
@@ -390,6 +394,41 @@ impl<P: Platform> Flow<'_, P> {
                 .await?;
         }
         Ok(Batch::of(&pid, taken, args.error, false))
+    }
+
+    /// Acknowledges what is settled and reserves anew, in one request (see `Queue::step`);
+    /// the journal follows: acknowledged messages settled, new reservations written before
+    /// anyone sees them. Returns each acknowledgement's outcome and each reservation.
+    pub async fn step(
+        &self,
+        acks: &[(String, Vec<String>)],
+        gets: &[GetArgs],
+        signal: Option<&P::Signal>,
+    ) -> Result<(Vec<Result<()>>, Vec<Result<Batch<P::Data>>>)> {
+        // The portal reserves after this moment: holds are counted from it.
+        let sent_at = self.now();
+        let (cleared, taken) = self.queue.step(acks, gets, signal).await?;
+        for ((pid, ids), r) in acks.iter().zip(&cleared) {
+            if r.is_ok() {
+                self.journal.settle(pid, ids).await?;
+            }
+        }
+        let mut batches = Vec::with_capacity(taken.len());
+        for (t, args) in taken.into_iter().zip(gets) {
+            batches.push(match t {
+                Ok(taken) => {
+                    let pid = taken.process_id.clone().unwrap_or_default();
+                    if !taken.is_empty() {
+                        self.journal
+                            .put(&self.entry(&pid, &taken, args.error, sent_at))
+                            .await?;
+                    }
+                    Ok(Batch::of(&pid, taken, args.error, false))
+                }
+                Err(e) => Err(e),
+            });
+        }
+        Ok((cleared, batches))
     }
 
     /// The rows reserved under a process id, as the portal has them now.
@@ -693,6 +732,16 @@ async fn join(mut futures: Vec<LocalBoxFuture<'_, Result<()>>>) -> Result<()> {
     outcome
 }
 
+/// What became of a batch handed over.
+enum Done {
+    /// Settled: failures sent, successes acknowledged.
+    Settled,
+    /// Failures sent; these successes are left to acknowledge (with the next request).
+    Ack(String, Vec<String>),
+    /// The run was stopped while the handler ran: nothing settled, the batch comes back.
+    Aborted,
+}
+
 /// State shared by the workers of one `consume` run.
 struct Run<'a, P: Platform> {
     flow: &'a Flow<'a, P>,
@@ -745,9 +794,10 @@ impl<P: Platform> Run<'_, P> {
         (self.flow.hold_ms / 2.0).clamp(1_000.0, 300_000.0)
     }
 
-    /// Hands one batch to the handler and settles it. Returns false when the run was aborted
-    /// while the handler was busy: the batch then stays journaled and comes back.
-    async fn process(&self, batch: Batch<P::Data>) -> bool {
+    /// Hands one batch to the handler and settles it: what failed at once, what succeeded now
+    /// or (`defer`) by the caller, with its next request. Returns `Done::Aborted` when the run
+    /// was stopped while the handler was busy: the batch then stays journaled and comes back.
+    async fn process(&self, batch: Batch<P::Data>, defer: bool) -> Done {
         let n = batch.events.len() as u64;
         let pid = batch.process_id.clone();
         self.busy.borrow_mut().push(pid.clone());
@@ -771,24 +821,49 @@ impl<P: Platform> Run<'_, P> {
                 }
             }
         }
-        let finished = self.handle(&batch).await;
-        if finished && !batch.malformed.is_empty() {
-            self.settle_malformed(&batch).await;
-        }
+        let done = match self.handle(&batch).await {
+            None => Done::Aborted,
+            // Unreadable rows are settled after the rest is acknowledged: not deferred.
+            Some(ids) if defer && batch.malformed.is_empty() && !ids.is_empty() => {
+                Done::Ack(pid.clone(), ids)
+            }
+            Some(ids) => {
+                self.ack_now(&pid, &ids).await;
+                if !batch.malformed.is_empty() {
+                    self.settle_malformed(&batch).await;
+                }
+                Done::Settled
+            }
+        };
         self.busy.borrow_mut().retain(|p| *p != pid);
         self.report();
-        finished
+        done
     }
 
-    /// The handler's part: run it (bounded by the handler timeout and the abort signal), then
-    /// acknowledge and fail what it says.
-    async fn handle(&self, batch: &Batch<P::Data>) -> bool {
+    /// Acknowledges at once, counting what went through.
+    async fn ack_now(&self, pid: &str, ids: &[String]) {
+        // Settling does not take the abort signal: finished work is acknowledged even when the
+        // run is being stopped.
+        match self.flow.ack(pid, ids).await {
+            Ok(()) => self.acked(ids.len()),
+            Err(e) => self.unsettled(ids.len(), &e),
+        }
+    }
+
+    fn acked(&self, n: usize) {
+        self.progress.borrow_mut().acked += n as u64;
+        self.settled(n);
+    }
+
+    /// The handler's part: run it (bounded by the handler timeout and the abort signal), fail
+    /// what it says failed, and return what succeeded, for acknowledging (`None`: aborted).
+    async fn handle(&self, batch: &Batch<P::Data>) -> Option<Vec<String>> {
         if batch.events.is_empty() {
-            return true;
+            return Some(Vec::new());
         }
         if self.aborted() {
             // Reserved as the run was stopped: it stays journaled and comes back.
-            return false;
+            return None;
         }
         let all = batch.message_ids();
         let limit = self.opts.handler_timeout_ms;
@@ -810,7 +885,7 @@ impl<P: Platform> Run<'_, P> {
                     .concat(),
                 )
             }
-            Either::Right(Err(_)) => return false,
+            Either::Right(Err(_)) => return None,
         };
         let failed: Vec<String> = match outcome {
             Outcome::Done => Vec::new(),
@@ -836,24 +911,10 @@ impl<P: Platform> Run<'_, P> {
                 all.clone()
             }
         };
-        let succeeded: Vec<String> = all
-            .iter()
-            .filter(|m| !failed.contains(m))
-            .cloned()
-            .collect();
-        // Settling does not take the abort signal: finished work is acknowledged even when the
-        // run is being stopped.
-        match self.flow.ack(&batch.process_id, &succeeded).await {
-            Ok(()) => {
-                self.progress.borrow_mut().acked += succeeded.len() as u64;
-                self.settled(succeeded.len());
-            }
-            Err(e) => self.unsettled(succeeded.len(), &e),
-        }
         if !failed.is_empty() {
             self.fail(batch, &failed).await;
         }
-        true
+        Some(all.into_iter().filter(|m| !failed.contains(m)).collect())
     }
 
     /// Reports the rows of a batch that are not readable events (once per reservation), and
@@ -981,35 +1042,49 @@ impl<P: Platform> Run<'_, P> {
         }
     }
 
-    /// Reserves and processes batches until the queue (or the error queue) is empty, looking
-    /// for stranded reservations on the way when a drain runs long.
-    async fn drain(&self, error: bool) -> Result<()> {
-        let args = GetArgs {
+    /// Reserves and processes batches until the queue and the error queue are empty, one
+    /// request a batch: each request acknowledges what the last batch settled and reserves the
+    /// next. While the queue gives batches, only the queue is reserved from; when it comes back
+    /// empty, the next request also asks the error queue (unless `errors: 'skip'`), so the end
+    /// of a drain, and an idle poll, is one request for both. Looks for stranded reservations
+    /// on the way when a drain runs long. On an abort, what is settled is still acknowledged.
+    async fn drain(&self) -> Result<()> {
+        let main = GetArgs {
             filter: self.opts.filter.clone(),
             order: self.opts.order.clone(),
             limit: self.opts.limit,
-            error,
             ..GetArgs::default()
         };
+        let busy = std::slice::from_ref(&main);
+        let mut both = vec![main.clone()];
+        if self.opts.errors != ErrorPolicy::Skip {
+            both.push(GetArgs {
+                error: true,
+                ..main.clone()
+            });
+        }
+        let mut queue_busy = false;
+        let mut acks: Vec<(String, Vec<String>)> = Vec::new();
         let mut failures = 0u32;
-        while !self.aborted() {
+        let outcome = loop {
+            if self.aborted() {
+                break Ok(());
+            }
             if self.platform().now_ms() >= self.next_sweep_at.get() && !self.sweeping.get() {
                 self.sweeping.set(true);
                 let round = self.recover_round().await;
                 self.sweeping.set(false);
-                round?;
-            }
-            match self.flow.reserve(&args, self.signal).await {
-                Ok(batch) if batch.is_empty() => return Ok(()),
-                Ok(batch) => {
-                    failures = 0;
-                    if !self.process(batch).await {
-                        return Ok(());
-                    }
+                if let Err(e) = round {
+                    break Err(e);
                 }
-                Err(e) if e.is(code::ABORTED) => return Ok(()),
+            }
+            let gets = if queue_busy { busy } else { &both[..] };
+            let (cleared, batches) = match self.flow.step(&acks, gets, self.signal).await {
+                Ok(step) => step,
+                Err(e) if e.is(code::ABORTED) => break Ok(()),
                 Err(e) if e.kind() == Kind::Transient => {
-                    // The portal may have reserved rows whose process id never reached us.
+                    // The portal may have reserved rows whose process id never reached us: a
+                    // sweep will find them. The acknowledgements are sent again on their own.
                     self.lost.set(self.lost.get() + 1);
                     failures += 1;
                     self.log(
@@ -1020,6 +1095,7 @@ impl<P: Platform> Run<'_, P> {
                         ]
                         .concat(),
                     );
+                    self.flush(&mut acks).await;
                     let delay = self
                         .flow
                         .queue
@@ -1028,19 +1104,64 @@ impl<P: Platform> Run<'_, P> {
                         .retry
                         .backoff_ms(failures.min(6), self.platform().random());
                     if self.platform().sleep(delay, self.signal).await.is_err() {
-                        return Ok(());
+                        break Ok(());
                     }
+                    continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => break Err(e),
+            };
+            failures = 0;
+            for ((_, ids), r) in acks.drain(..).zip(cleared) {
+                match r {
+                    Ok(()) => self.acked(ids.len()),
+                    Err(e) => self.unsettled(ids.len(), &e),
+                }
             }
+            let mut first_error = None;
+            let mut idle = true;
+            queue_busy = false;
+            for batch in batches {
+                match batch {
+                    Ok(b) if b.is_empty() => {}
+                    Ok(b) => {
+                        idle = false;
+                        // A full batch from the queue: there is likely more of it. A short one
+                        // (or none): the next request asks the error queue too.
+                        let limit = self.opts.limit.unwrap_or(DEFAULT_LIMIT);
+                        queue_busy |=
+                            !b.error && (b.events.len() + b.malformed.len()) as f64 >= limit;
+                        match self.process(b, true).await {
+                            Done::Aborted => break,
+                            Done::Ack(pid, ids) => acks.push((pid, ids)),
+                            Done::Settled => {}
+                        }
+                    }
+                    Err(e) => first_error = first_error.or(Some(e)),
+                }
+            }
+            if let Some(e) = first_error {
+                break Err(e);
+            }
+            if idle && gets.len() == both.len() {
+                break Ok(());
+            }
+        };
+        self.flush(&mut acks).await;
+        outcome
+    }
+
+    /// Acknowledges on their own what a request that did not go out (or whose answer was
+    /// lost) should have: `clear` is safe to repeat.
+    async fn flush(&self, acks: &mut Vec<(String, Vec<String>)>) {
+        for (pid, ids) in acks.drain(..) {
+            self.ack_now(&pid, &ids).await;
         }
-        Ok(())
     }
 
     /// Runs `concurrency` drains side by side.
-    async fn drain_all(&self, error: bool) -> Result<()> {
+    async fn drain_all(&self) -> Result<()> {
         let workers = (0..self.opts.concurrency.max(1))
-            .map(|_| Box::pin(self.drain(error)) as LocalBoxFuture<'_, Result<()>>)
+            .map(|_| Box::pin(self.drain()) as LocalBoxFuture<'_, Result<()>>)
             .collect();
         join(workers).await
     }
@@ -1064,7 +1185,7 @@ impl<P: Platform> Run<'_, P> {
         }
         let any = !found.batches.is_empty() || found.released > 0;
         for batch in found.batches {
-            if self.aborted() || !self.process(batch).await {
+            if self.aborted() || matches!(self.process(batch, false).await, Done::Aborted) {
                 break;
             }
         }
@@ -1098,19 +1219,28 @@ impl<P: Platform> Run<'_, P> {
         }
     }
 
-    /// One cycle: what is unfinished, the queue, the error queue, and what the drains left.
+    /// One cycle: a look at unfinished reservations when one is due, then the queues until
+    /// they are empty; when this run lost a reservation's answer, or does not poll, until
+    /// every reservation of unknown owner is found too (and what it released, through the
+    /// error queue). An idle cycle of a polling consumer is one request.
     async fn cycle(&self) -> Result<()> {
-        self.recover(false).await?;
-        self.drain_all(false).await?;
-        let errors = self.opts.errors != ErrorPolicy::Skip;
+        if self.platform().now_ms() >= self.next_sweep_at.get() {
+            self.recover_round().await?;
+        }
+        // A run that does not poll settles what it cannot account for before it ends.
+        let settle = self.opts.poll.is_none();
         loop {
-            if errors {
-                self.drain_all(true).await?;
+            self.drain_all().await?;
+            if (self.lost.get() == 0 && !settle) || self.aborted() {
+                return Ok(());
             }
             let released = self.progress.borrow().released;
-            self.recover(self.opts.poll.is_none()).await?;
-            // What that look released waits in the error queue: its pass takes it in this run.
-            if !errors || self.aborted() || self.progress.borrow().released == released {
+            self.recover(settle).await?;
+            // What that look released waits in the error queue: the drain takes it in this run.
+            if self.opts.errors == ErrorPolicy::Skip
+                || self.aborted()
+                || self.progress.borrow().released == released
+            {
                 return Ok(());
             }
         }
@@ -1128,6 +1258,7 @@ pub async fn consume<P: Platform>(
     reporter: &dyn Reporter<P::Data>,
     opts: &Options,
     signal: Option<&P::Signal>,
+    alarm: Option<&Alarm>,
 ) -> Result<Progress> {
     let run = Run {
         flow,
@@ -1182,14 +1313,12 @@ pub async fn consume<P: Platform>(
         } else {
             first
         };
-        if flow
-            .queue
-            .client
-            .platform
-            .sleep(delay, signal)
-            .await
-            .is_err()
-        {
+        let sleep = flow.queue.client.platform.sleep(delay, signal);
+        let woken = match alarm {
+            Some(a) => race(sleep, a.rung()).await,
+            None => Either::Left(sleep.await),
+        };
+        if matches!(woken, Either::Left(Err(_))) {
             break;
         }
     }

@@ -9,6 +9,7 @@ use super::consume::{
 use super::error::code;
 use super::journal::Journal;
 use super::model::Features;
+use super::platform::Platform;
 use super::testkit::{block_on, client, Fake};
 use super::testworld::*;
 use futures_executor::LocalPool;
@@ -99,8 +100,8 @@ fn a_throwing_handler_fails_its_whole_batch() {
 fn a_lost_acknowledgement_is_repeated() {
     let lost = Rc::new(Cell::new(0));
     let l = lost.clone();
-    let world = World::new(Rc::new(RefCell::new(move |m: &str, _: &Value| {
-        if m == "event.offline.clear" && l.get() < 2 {
+    let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
+        if acknowledges(m, body) && l.get() < 2 {
             l.set(l.get() + 1);
             Net::Lose
         } else {
@@ -111,6 +112,10 @@ fn a_lost_acknowledgement_is_repeated() {
     let rec = Recorder::new(|_, _| Outcome::Done);
     let (p, _) = run(&world, memory(), &rec, &opts(10.0), None);
     assert_eq!(lost.get(), 2);
+    assert!(
+        world.count("event.offline.clear") >= 2,
+        "an acknowledgement whose answer was lost is sent again on its own"
+    );
     assert_eq!((p.acked, p.unsettled, p.duplicates), (20, 0, 0));
     assert_eq!(world.queue(), (0, 0, 0));
 }
@@ -119,8 +124,8 @@ fn a_lost_acknowledgement_is_repeated() {
 fn an_acknowledgement_that_never_arrives_is_settled_by_the_next_run() {
     let broken = Rc::new(Cell::new(true));
     let b = broken.clone();
-    let world = World::new(Rc::new(RefCell::new(move |m: &str, _: &Value| {
-        if m == "event.offline.clear" && b.get() {
+    let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
+        if acknowledges(m, body) && b.get() {
             Net::Refuse
         } else {
             Net::Pass
@@ -144,7 +149,7 @@ fn a_lost_reservation_is_found_by_the_sweep_and_released_through_the_error_queue
     let lost = Rc::new(Cell::new(false));
     let l = lost.clone();
     let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
-        if m == "event.offline.get" && body.get("process_id").is_none() && !l.get() {
+        if reserves(m, body) && !l.get() {
             l.set(true);
             Net::Lose
         } else {
@@ -224,6 +229,7 @@ fn a_crash_mid_batch_is_resumed_from_the_journal() {
                     &Hang(Cell::new(0)),
                     &LogRef(Rc::default()),
                     &opts(50.0),
+                    None,
                     None,
                 )
                 .await;
@@ -340,7 +346,7 @@ fn parallel_consumers_get_disjoint_batches() {
     let runs = flows
         .iter()
         .zip(&handlers)
-        .map(|(f, h)| consume(f, h, &reporter, &o, None).boxed_local());
+        .map(|(f, h)| consume(f, h, &reporter, &o, None, None).boxed_local());
     let results = block_on(join_all(runs));
     let mut all: HashMap<u64, usize> = HashMap::new();
     for r in &recs {
@@ -378,4 +384,99 @@ fn reservations_need_the_extended_feature() {
         connector: false
     })
     .is_ok());
+}
+
+/// At the ceiling: each batch costs one request (its acknowledgement travels with the next
+/// reservation), and an idle queue one request more; nothing else is sent while draining.
+#[test]
+fn a_drain_moves_one_batch_per_request() {
+    let world = World::passing();
+    world.trigger(1, 510);
+    let rec = Recorder::new(|_, _| Outcome::Done);
+    let (p, _) = run(&world, memory(), &rec, &opts(50.0), None);
+    assert_eq!((p.batches, p.acked), (11, 510));
+    assert_eq!(
+        world.count_where(reserves),
+        12,
+        "eleven batches, then one that found both queues empty"
+    );
+    assert_eq!(world.count("event.offline.get"), 0);
+    assert_eq!(world.count("event.offline.clear"), 0);
+    assert_eq!(world.queue(), (0, 0, 0));
+}
+
+/// An idle polling consumer costs one request a poll (both queues in one `batch`), plus a look
+/// for stranded reservations every `strandedAfterMs / 2`; `wake()` ends its wait at once.
+#[test]
+fn an_idle_poll_is_one_request_and_wake_ends_the_wait() {
+    let polls = Rc::new(Cell::new(0u32));
+    let signal = Rc::new(Cell::new(false));
+    let (p2, s2) = (polls.clone(), signal.clone());
+    let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
+        if reserves(m, body) {
+            p2.set(p2.get() + 1);
+            if p2.get() == 60 {
+                s2.set(true);
+            }
+        }
+        Net::Pass
+    })));
+    let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
+    let journal = Journal::new(memory(), "j".into());
+    let f = flow(&c, &journal, "a");
+    let rec = Recorder::new(|_, _| Outcome::Done);
+    let o = Options {
+        poll: Some((1_000.0, 1_000.0)),
+        ..opts(50.0)
+    };
+    let start = world.fake.clock.get();
+    let p = block_on(consume(
+        &f,
+        &Shared2(rec.clone()),
+        &LogRef(Rc::default()),
+        &o,
+        Some(&signal),
+        None,
+    ))
+    .unwrap();
+    let minutes = (world.fake.clock.get() - start) / 60_000.0;
+    assert_eq!(p.stopped, "aborted");
+    assert_eq!(world.count_where(reserves), 60, "one request a poll");
+    assert_eq!(world.count("batch"), 61, "and the binding, before");
+    // One list for the estimate at start, then a look every HOLD_MS / 2.
+    let looks = world.count("event.offline.list");
+    assert_eq!(
+        looks,
+        1 + 1 + (minutes * 60_000.0 / (HOLD_MS / 2.0)) as usize
+    );
+    assert_eq!(
+        world.count("event.offline.get") + world.count("event.offline.clear"),
+        0
+    );
+
+    // wake(): the wait of an hour ends as soon as the alarm rings.
+    let alarm = super::joint::Alarm::default();
+    let signal = Rc::new(Cell::new(false));
+    let hour = Options {
+        poll: Some((3_600_000.0, 3_600_000.0)),
+        ..opts(50.0)
+    };
+    let before = world.fake.clock.get();
+    let wake_then_stop = async {
+        world.fake.sleep(1_000.0, None).await.unwrap();
+        world.trigger(1, 3);
+        alarm.ring();
+        world.fake.sleep(1_000.0, None).await.unwrap();
+        signal.set(true);
+        alarm.ring();
+    };
+    let (handler, reporter) = (Shared2(rec.clone()), LogRef(Rc::default()));
+    let run = consume(&f, &handler, &reporter, &hour, Some(&signal), Some(&alarm));
+    let (p, _) = block_on(futures_util::future::join(run, wake_then_stop));
+    let p = p.unwrap();
+    assert_eq!((p.acked, p.stopped), (3, "aborted"));
+    assert!(
+        world.fake.clock.get() - before < 10_000.0,
+        "woken, not waiting an hour"
+    );
 }

@@ -132,6 +132,37 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// Ends a wait early: `ring()` wakes whoever waits on `rung()` (now or at its next wait).
+/// A consumer's `wake()`: an onOfflineEvent receiver says there is something new.
+#[derive(Default)]
+pub struct Alarm {
+    rung: Cell<bool>,
+    waiting: RefCell<Vec<Waker>>,
+}
+
+impl Alarm {
+    pub fn ring(&self) {
+        self.rung.set(true);
+        let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
+        for w in waiting {
+            w.wake();
+        }
+    }
+
+    /// Done when rung (and takes the ring).
+    pub async fn rung(&self) {
+        std::future::poll_fn(|cx| {
+            if self.rung.replace(false) {
+                Poll::Ready(())
+            } else {
+                self.waiting.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

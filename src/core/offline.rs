@@ -43,6 +43,40 @@ pub enum Selection {
     Ids(Vec<f64>),
 }
 
+const GET: &str = "event.offline.get";
+const CLEAR: &str = "event.offline.clear";
+
+/// The parameters of `event.offline.get`, checked.
+fn get_params<D>(args: &GetArgs) -> Result<Vec<(&'static str, Arg<D>)>> {
+    let mut out = Vec::with_capacity(6);
+    if let Some(f) = validate::filter(args.filter.as_ref(), GET_FIELDS, GET)? {
+        out.push(("filter", f));
+    }
+    if let Some(o) = validate::order(args.order.as_ref(), GET_FIELDS, GET)? {
+        out.push(("order", o));
+    }
+    if let Some(limit) = args.limit {
+        out.push(("limit", Arg::Int(validate::positive("limit", limit)?)));
+    }
+    if let Some(pid) = &args.process_id {
+        validate::process_id(pid)?;
+        out.push(("process_id", Arg::Str(pid.clone())));
+    }
+    out.push(("clear", Arg::Int(args.clear as i64)));
+    out.push(("error", Arg::Int(args.error as i64)));
+    Ok(out)
+}
+
+/// A `get` result read; a reservation must come with its process id.
+fn taken<P: Platform>(raw: &P::Data, args: &GetArgs) -> Result<Taken<P::Data>> {
+    let taken = Taken::read::<P>(raw)
+        .ok_or_else(|| shape("the events are not in the expected shape").with_method(GET))?;
+    if !args.clear && taken.process_id.is_none() && !taken.is_empty() {
+        return Err(shape("a reservation came back without its process_id").with_method(GET));
+    }
+    Ok(taken)
+}
+
 /// The event that announces queue growth to an online handler.
 pub const SIGNAL_EVENT: &str = "ONOFFLINEEVENT";
 
@@ -67,23 +101,10 @@ impl<'a, P: Platform> Queue<'a, P> {
     /// `event.offline.get`. Only a re-select by `process_id` is repeated after an ambiguous
     /// failure: a fresh reservation or a destructive read may already have happened.
     pub async fn get(&self, args: &GetArgs, signal: Option<&P::Signal>) -> Result<Taken<P::Data>> {
-        const METHOD: &str = "event.offline.get";
         let mut body = Body::new();
-        if let Some(f) = validate::filter(args.filter.as_ref(), GET_FIELDS, METHOD)? {
-            body.set("filter", f);
+        for (k, v) in get_params(args)? {
+            body.set(k, v);
         }
-        if let Some(o) = validate::order(args.order.as_ref(), GET_FIELDS, METHOD)? {
-            body.set("order", o);
-        }
-        if let Some(limit) = args.limit {
-            body.set("limit", Arg::Int(validate::positive("limit", limit)?));
-        }
-        if let Some(pid) = &args.process_id {
-            validate::process_id(pid)?;
-            body.set("process_id", Arg::Str(pid.clone()));
-        }
-        body.set("clear", Arg::Int(args.clear as i64));
-        body.set("error", Arg::Int(args.error as i64));
         let safe = args.process_id.is_some() && !args.clear;
         let opts = self.opts(
             if safe {
@@ -93,17 +114,70 @@ impl<'a, P: Platform> Queue<'a, P> {
             },
             signal,
         );
-        let raw = self
-            .client
-            .call(METHOD, &body, &opts)
-            .await?
-            .into_result()?;
-        let taken = Taken::read::<P>(&raw)
-            .ok_or_else(|| shape("the events are not in the expected shape").with_method(METHOD))?;
-        if !args.clear && taken.process_id.is_none() && !taken.is_empty() {
-            return Err(shape("a reservation came back without its process_id").with_method(METHOD));
+        let raw = self.client.call(GET, &body, &opts).await?.into_result()?;
+        taken::<P>(&raw, args)
+    }
+
+    /// One request that acknowledges what is settled (`acks`: process id and message ids,
+    /// never an empty list) and reserves anew (`gets`): the portal counts a `batch` as one
+    /// request, so a drain moves one batch per request instead of two. Each part answers on its
+    /// own; the request as a whole is never repeated after an ambiguous failure (its
+    /// reservations may have happened; the caller acknowledges again alone, which is safe).
+    pub async fn step(
+        &self,
+        acks: &[(String, Vec<String>)],
+        gets: &[GetArgs],
+        signal: Option<&P::Signal>,
+    ) -> Result<(Vec<Result<()>>, Vec<Result<Taken<P::Data>>>)> {
+        let mut commands = Vec::with_capacity(acks.len() + gets.len());
+        for (i, (pid, ids)) in acks.iter().enumerate() {
+            validate::process_id(pid)?;
+            validate::message_ids("messageIds", ids)?;
+            if ids.is_empty() {
+                return Err(B24Error::invalid("messageIds", "must not be empty"));
+            }
+            let ids = ids.iter().map(|m| Tree::Str(m.clone())).collect();
+            commands.push(Command {
+                name: ["a", &i.to_string()].concat(),
+                method: CLEAR.to_string(),
+                params: Some(Tree::Map(vec![
+                    ("process_id".into(), Tree::Str(pid.clone())),
+                    ("message_id".into(), Tree::List(ids)),
+                ])),
+            });
         }
-        Ok(taken)
+        for (i, args) in gets.iter().enumerate() {
+            let params = get_params::<P::Data>(args)?
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_tree()))
+                .collect();
+            commands.push(Command {
+                name: ["g", &i.to_string()].concat(),
+                method: GET.to_string(),
+                params: Some(Tree::Map(params)),
+            });
+        }
+        let mut items = batch::run(self.client, commands, false, signal, self.connector)
+            .await?
+            .into_iter();
+        let cleared = acks
+            .iter()
+            .map(|_| match items.next() {
+                Some(item) => item.result.map(|_| ()),
+                None => Err(shape("batch left a command out").with_method(CLEAR)),
+            })
+            .collect();
+        let taken = gets
+            .iter()
+            .map(|args| match items.next() {
+                Some(item) => item
+                    .result?
+                    .ok_or_else(|| shape("the answer has no result").with_method(GET))
+                    .and_then(|raw| taken::<P>(&raw, args)),
+                None => Err(shape("batch left a command out").with_method(GET)),
+            })
+            .collect();
+        Ok((cleared, taken))
     }
 
     /// `event.offline.list`: one page of 50, read-only.
@@ -170,11 +244,7 @@ impl<'a, P: Platform> Queue<'a, P> {
             }
         }
         self.client
-            .call(
-                "event.offline.clear",
-                &body,
-                &self.opts(Idempotency::Safe, signal),
-            )
+            .call(CLEAR, &body, &self.opts(Idempotency::Safe, signal))
             .await?;
         Ok(())
     }

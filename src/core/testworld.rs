@@ -188,6 +188,17 @@ impl World {
         )
     }
 
+    /// Requests that `pick` says yes to.
+    pub(crate) fn count_where(&self, pick: impl Fn(&str, &Value) -> bool) -> usize {
+        self.fake
+            .seen
+            .borrow()
+            .requests
+            .iter()
+            .filter(|(m, b)| pick(m, b))
+            .count()
+    }
+
     pub(crate) fn count(&self, method: &str) -> usize {
         self.fake
             .seen
@@ -197,6 +208,27 @@ impl World {
             .filter(|(m, _)| m == method)
             .count()
     }
+}
+
+/// Whether a request is a `batch` with a command of `method` in it (a drain's step carries
+/// `event.offline.clear` for what it acknowledges and `event.offline.get` for what it reserves).
+pub(crate) fn batch_has(m: &str, body: &Value, method: &str) -> bool {
+    m == "batch"
+        && body["cmd"].as_object().is_some_and(|cmd| {
+            cmd.values()
+                .any(|c| c.as_str().is_some_and(|c| c.starts_with(method)))
+        })
+}
+
+/// A reservation, on its own or in a drain's step.
+pub(crate) fn reserves(m: &str, body: &Value) -> bool {
+    (m == "event.offline.get" && body.get("process_id").is_none())
+        || batch_has(m, body, "event.offline.get")
+}
+
+/// An acknowledgement, on its own or in a drain's step.
+pub(crate) fn acknowledges(m: &str, body: &Value) -> bool {
+    m == "event.offline.clear" || batch_has(m, body, "event.offline.clear")
 }
 
 /// Decides a batch's outcome from the batch and the call number.
@@ -321,6 +353,7 @@ pub(crate) fn run(
         &LogRef(log.clone()),
         opts,
         signal.as_ref(),
+        None,
     ))
     .unwrap();
     (p, log)

@@ -107,6 +107,7 @@ struct Parts {
     store: Option<JsValue>,
     store_key: Option<String>,
     prepared: Rc<RefCell<Option<Rc<Prepared>>>>,
+    alarm: Rc<crate::core::joint::Alarm>,
 }
 
 /// How long reservations are held and handled.
@@ -126,6 +127,7 @@ impl Parts {
             store: q.store.clone(),
             store_key: q.store_key.clone(),
             prepared: q.prepared.clone(),
+            alarm: q.alarm.clone(),
         }
     }
 
@@ -704,8 +706,15 @@ impl OfflineQueue {
             let run = Closure::once_into_js(move |locked: bool| -> Promise {
                 promise(async move {
                     let flow = parts.flow(&prepared, locked, locked, holds);
-                    let progress =
-                        consume(&flow, &handler, &reporter, &options, run_signal.as_ref()).await?;
+                    let progress = consume(
+                        &flow,
+                        &handler,
+                        &reporter,
+                        &options,
+                        run_signal.as_ref(),
+                        Some(&parts.alarm),
+                    )
+                    .await?;
                     Ok(to_js(&progress))
                 })
             });

@@ -37,6 +37,8 @@ pub struct OfflineQueue {
     pub(crate) store_key: Option<String>,
     /// Features, journal and lock, asked once (see `flow.rs`).
     pub(crate) prepared: Rc<RefCell<Option<Rc<super::flow::Prepared>>>>,
+    /// Rung by `wake()`: a polling consumer of this queue stops waiting.
+    pub(crate) alarm: Rc<crate::core::joint::Alarm>,
 }
 
 impl OfflineQueue {
@@ -55,6 +57,7 @@ impl OfflineQueue {
             store,
             store_key,
             prepared: Rc::default(),
+            alarm: Rc::default(),
         }
     }
 
@@ -108,6 +111,13 @@ fn step(value: JsValue, done: bool) -> JsValue {
 
 #[wasm_bindgen]
 impl OfflineQueue {
+    /// Ends the idle wait of this queue's polling `consume()` at once (or its next one): call it
+    /// when an onOfflineEvent signal arrives. Signals are not retried by the portal, so the
+    /// consumer keeps polling slowly on its own as well.
+    pub fn wake(&self) {
+        self.alarm.ring();
+    }
+
     /// The `auth_connector` every call of this queue carries.
     #[wasm_bindgen(getter)]
     pub fn connector(&self) -> Option<String> {

@@ -150,7 +150,9 @@ async function threeConsumers(store) {
     const id = await webhook('crm.deal.add', { fields: { TITLE: 'v0' } });
     version.set(String(id), 0);
   }
-  await control('faults', { seed: 11, rules: [{ method: 'event.offline.get', kind: 'drop', phase: 'after', probability: 0.1, params: { error: 0, process_id: null } }] });
+  // Lost answers of fresh reservations of the queue: a drain's step (a batch) that reserves from
+  // the queue alone (g0, no error-queue g1).
+  await control('faults', { seed: 11, rules: [{ method: 'batch', kind: 'drop', phase: 'after', probability: 0.1, params: { 'cmd[g0]': '*', 'cmd[g1]': null } }] });
   const shared = join(work, `multi-store-${store}`);
   rmSync(shared, { recursive: true, force: true });
   const workers = ['w1', 'w2', 'w3'].map((name, i) => {

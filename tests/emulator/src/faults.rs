@@ -3,7 +3,7 @@
 //! of times, before the method runs or after it (the method's effect stays, its answer is lost).
 
 use crate::error::ApiError;
-use crate::params::Params;
+use crate::params::{scalar_text, Params};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
@@ -42,7 +42,8 @@ pub enum Phase {
 #[derive(Debug, Clone)]
 pub struct Rule {
     method: Option<String>,
-    /// Parameters the call must carry (as text; `None`: must be absent), names lower case.
+    /// Parameters the call must carry (names lower case; nested ones as `cmd[g1]`): their
+    /// text, `*` for any value, `None` for absent.
     params: Vec<(String, Option<String>)>,
     kind: Kind,
     times: Option<u64>,
@@ -151,23 +152,47 @@ impl Kind {
     }
 }
 
+/// A parameter by name, nested names written PHP's way (`cmd[g1]`).
+fn param<'a>(params: &'a Params, name: &str) -> Option<&'a Value> {
+    let mut parts = name.split('[').map(|p| p.trim_end_matches(']'));
+    let first = params.get(parts.next()?)?;
+    parts.try_fold(first, |v, key| v.get(key).filter(|x| !x.is_null()))
+}
+
 /// Sets `fields` on the first `count` rows of an answer: `result.events` of
-/// `event.offline.get`, or `result` itself when it is a list (`event.offline.list`).
+/// `event.offline.get`, `result` itself when it is a list (`event.offline.list`), or those of
+/// the commands of a `batch`.
 pub fn corrupt_rows(body: &mut Value, fields: &Map<String, Value>, count: usize) {
     let result = &mut body["result"];
-    let rows = match result.get_mut("events") {
-        Some(Value::Array(rows)) => rows,
-        _ => match result {
-            Value::Array(rows) => rows,
-            _ => return,
-        },
-    };
-    for row in rows.iter_mut().take(count) {
-        if let Value::Object(r) = row {
-            for (k, v) in fields {
-                r.insert(k.clone(), v.clone());
+    let mut left = count;
+    let mut corrupt = |rows: &mut Vec<Value>| {
+        for row in rows.iter_mut() {
+            if left == 0 {
+                return;
+            }
+            if let Value::Object(r) = row {
+                for (k, v) in fields {
+                    r.insert(k.clone(), v.clone());
+                }
+                left -= 1;
             }
         }
+    };
+    match result {
+        Value::Array(rows) => corrupt(rows),
+        Value::Object(o) => match o.get_mut("events") {
+            Some(Value::Array(rows)) => corrupt(rows),
+            _ => {
+                if let Some(Value::Object(commands)) = o.get_mut("result") {
+                    for c in commands.values_mut() {
+                        if let Some(Value::Array(rows)) = c.get_mut("events") {
+                            corrupt(rows);
+                        }
+                    }
+                }
+            }
+        },
+        _ => {}
     }
 }
 
@@ -257,11 +282,14 @@ impl Faults {
             if rule.method.as_deref().map(|m| m != method).unwrap_or(false) {
                 continue;
             }
-            if !rule
-                .params
-                .iter()
-                .all(|(name, want)| params.str(name) == *want)
-            {
+            if !rule.params.iter().all(|(name, want)| {
+                let have = param(params, name);
+                match want.as_deref() {
+                    None => have.is_none(),
+                    Some("*") => have.is_some(),
+                    Some(text) => have.and_then(scalar_text).as_deref() == Some(text),
+                }
+            }) {
                 continue;
             }
             if rule.probability < 1.0 && !self.rng.gen_bool(rule.probability) {
@@ -342,5 +370,21 @@ mod tests {
         assert!(f
             .set(&json!({"rules": [{"kind": "drop", "params": {"a": [1]}}]}))
             .is_err());
+        // Nested names and "*": a batch with a g0 command and no g1.
+        f.set(&json!({"rules": [{"method": "batch", "kind": "drop", "params": {"cmd[g0]": "*", "cmd[g1]": null}}]}))
+            .unwrap();
+        let step = |cmd: Value| p(json!({ "cmd": cmd }));
+        assert_eq!(
+            f.pick("batch", &step(json!({"g0": "x", "g1": "y"})), Phase::Before),
+            None
+        );
+        assert_eq!(
+            f.pick("batch", &step(json!({"e0": "x"})), Phase::Before),
+            None
+        );
+        assert_eq!(
+            f.pick("batch", &step(json!({"g0": "x"})), Phase::Before),
+            Some(Kind::Drop)
+        );
     }
 }
