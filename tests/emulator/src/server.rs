@@ -234,10 +234,7 @@ async fn rest_call(
     let mut body = body;
     if let Some(kind) = after {
         let withheld = !matches!(kind, Kind::Delay(_) | Kind::CorruptRows { .. });
-        let events = body
-            .pointer("/result/events")
-            .and_then(|e| e.as_array())
-            .is_some_and(|e| !e.is_empty());
+        let events = carries_events(&body);
         {
             let mut st = shared.lock();
             st.stats.faults_injected += 1;
@@ -252,6 +249,24 @@ async fn rest_call(
         }
     }
     json_response(status, &body)
+}
+
+/// Whether an answer hands out events: `event.offline.get`'s, or a `batch` with such a command.
+fn carries_events(body: &Value) -> bool {
+    let some = |v: &Value| {
+        v.get("events")
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty())
+    };
+    let Some(result) = body.get("result") else {
+        return false;
+    };
+    some(result)
+        || match result.get("result") {
+            Some(Value::Object(cmds)) => cmds.values().any(some),
+            Some(Value::Array(cmds)) => cmds.iter().any(some),
+            _ => false,
+        }
 }
 
 const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
@@ -363,5 +378,32 @@ where
     tokio::select! {
         _ = conn => {}
         _ = kill.notified() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries_events;
+    use serde_json::json;
+
+    #[test]
+    fn answers_that_hand_out_events_are_told_apart() {
+        let row = json!([{"ID": "1"}]);
+        assert!(carries_events(
+            &json!({"result": {"process_id": "p", "events": row}})
+        ));
+        assert!(!carries_events(
+            &json!({"result": {"process_id": null, "events": []}})
+        ));
+        assert!(carries_events(
+            &json!({"result": {"result": {"a0": true, "g0": {"events": row}}}})
+        ));
+        assert!(carries_events(
+            &json!({"result": {"result": [true, {"events": row}]}})
+        ));
+        assert!(!carries_events(
+            &json!({"result": {"result": {"g0": {"events": []}}}})
+        ));
+        assert!(!carries_events(&json!({"error": "INTERNAL_SERVER_ERROR"})));
     }
 }
