@@ -2,9 +2,10 @@
 //! fields are read one by one with our own messages, so an error can never echo a value the app
 //! passed (a token in the wrong field, say).
 
+use super::platform::prop;
 use crate::core::args::Tree;
 use crate::core::error::{B24Error, Result};
-use js_sys::{Function, Reflect};
+use js_sys::Function;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::AbortSignal;
@@ -43,9 +44,7 @@ pub fn field(v: &JsValue, key: &str) -> Option<JsValue> {
     if !v.is_object() {
         return None;
     }
-    Reflect::get(v, &JsValue::from_str(key))
-        .ok()
-        .filter(|f| !f.is_undefined() && !f.is_null())
+    Some(prop(v, &super::platform::key(key))).filter(|f| !f.is_undefined() && !f.is_null())
 }
 
 pub fn field_str(v: &JsValue, key: &str) -> Option<String> {

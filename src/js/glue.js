@@ -79,6 +79,18 @@ export function post(url, body, timeoutMs, signal) {
     .finally(done);
 }
 
+/** A property, for the wasm side: `undefined` rather than a throw (a getter that throws).
+ *  Cheaper than `Reflect.get` through wasm-bindgen's catching wrapper, and called for every
+ *  field of every row. */
+export function prop(o, k) {
+  try { return o[k]; } catch { return undefined; }
+}
+
+/** Sets a property of an object the wasm side just made. */
+export function put(o, k, v) {
+  o[k] = v;
+}
+
 /** Wraps `next()` (a function returning Promise<IteratorResult>) as an async iterable. */
 export function asyncIterable(next) {
   const iterator = { next, [Symbol.asyncIterator]() { return iterator; } };

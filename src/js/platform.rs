@@ -7,7 +7,8 @@ use crate::core::out::{Out, ToOut};
 use crate::core::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
 use crate::transport;
 use js_sys::{Array, Function, Object, Reflect, JSON};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
 use web_sys::AbortSignal;
 
 /// A JavaScript value passed through the core untouched.
@@ -19,6 +20,36 @@ pub struct WebPlatform {
     pub logger: Option<Function>,
 }
 
+#[wasm_bindgen(module = "/src/js/glue.js")]
+extern "C" {
+    /// `o[k]`, `undefined` where a getter throws.
+    pub fn prop(o: &JsValue, k: &JsValue) -> JsValue;
+    /// `o[k] = v` on an object made here.
+    fn put(o: &JsValue, k: &JsValue, v: &JsValue);
+}
+
+thread_local! {
+    static KEYS: std::cell::RefCell<Vec<(Box<str>, JsValue)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A property name as a JavaScript string, decoded once. The same few dozen names (the portal's
+/// fields, the keys of results and options) cross into JavaScript thousands of times a page of
+/// events, and decoding each anew was most of what a `list()` cost in Node. Short names only,
+/// and a bounded number of them: a name built from input is decoded as before.
+pub fn key(name: &str) -> JsValue {
+    KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some((_, v)) = keys.iter().find(|(k, _)| **k == *name) {
+            return v.clone();
+        }
+        let v = JsValue::from_str(name);
+        if name.len() <= 32 && keys.len() < 96 {
+            keys.push((name.into(), v.clone()));
+        }
+        v
+    })
+}
+
 pub fn arg_to_js(arg: &Arg<JsData>) -> JsValue {
     match arg {
         Arg::Str(s) => JsValue::from_str(s),
@@ -28,7 +59,7 @@ pub fn arg_to_js(arg: &Arg<JsData>) -> JsValue {
         Arg::Map(entries) => {
             let obj = Object::new();
             for (k, v) in entries {
-                let _ = Reflect::set(&obj, &JsValue::from_str(k), &arg_to_js(v));
+                put(&obj, &key(k), &arg_to_js(v));
             }
             obj.into()
         }
@@ -52,7 +83,7 @@ fn write(out: &Out<'_, JsData>) -> JsValue {
         Out::Obj(fields) => {
             let obj = Object::new();
             for (k, v) in fields {
-                let _ = Reflect::set(&obj, &JsValue::from_str(k), &write(v));
+                put(&obj, &key(k), &write(v));
             }
             obj.into()
         }
@@ -100,15 +131,15 @@ impl Platform for WebPlatform {
             Object::assign(&obj, &Object::from(base.0.clone()));
         }
         for (k, v) in &body.args {
-            let _ = Reflect::set(&obj, &JsValue::from_str(k), &arg_to_js(v));
+            let _ = Reflect::set(&obj, &key(k), &arg_to_js(v));
         }
         for (k, v) in &body.defaults {
-            let key = JsValue::from_str(k);
-            if !Reflect::has(&obj, &key).unwrap_or(false) {
-                let _ = Reflect::set(&obj, &key, &arg_to_js(v));
+            let name = key(k);
+            if !Reflect::has(&obj, &name).unwrap_or(false) {
+                let _ = Reflect::set(&obj, &name, &arg_to_js(v));
             }
         }
-        let _ = Reflect::set(&obj, &JsValue::from_str("auth"), &JsValue::from_str(auth));
+        let _ = Reflect::set(&obj, &key("auth"), &JsValue::from_str(auth));
         JSON::stringify(&obj)
             .ok()
             .and_then(|s| s.as_string())
@@ -139,8 +170,7 @@ impl Platform for WebPlatform {
         if !value.0.is_object() {
             return None;
         }
-        Reflect::get(&value.0, &JsValue::from_str(key))
-            .ok()
+        Some(prop(&value.0, &self::key(key)))
             .filter(|v| !v.is_undefined() && !v.is_null())
             .map(JsData)
     }
