@@ -51,6 +51,10 @@ pub struct Auth {
 
 /// Default head start of a proactive refresh.
 pub const REFRESH_MARGIN_MS: f64 = 60_000.0;
+/// The shortest wait between two looks at a token that is about to expire.
+const KEEP_ALIVE_MIN_MS: f64 = 5_000.0;
+/// After a failed proactive refresh, the next try waits this long.
+const KEEP_ALIVE_RETRY_MS: f64 = 30_000.0;
 
 impl Auth {
     pub fn new(token: Token, refresher: Option<Rc<dyn Refresher>>) -> Auth {
@@ -95,6 +99,20 @@ impl Auth {
 
     pub fn expired(&self, now_ms: f64) -> bool {
         self.expires_at_ms().map(|t| now_ms >= t).unwrap_or(false)
+    }
+
+    /// The keep-alive's schedule: how long to wait before the next proactive refresh, given
+    /// whether the last one failed. `margin_ms` before the expiry (at least 5 s from now), 30 s
+    /// after a failure, `None` (stop) for a token with no known expiry. A page in a placement
+    /// frame keeps its token fresh this way, so that no call has to wait for the portal page
+    /// to hand over a new one.
+    pub fn keep_alive_wait(&self, now_ms: f64, failed: bool) -> Option<f64> {
+        let expires = self.expires_at_ms()?;
+        Some(if failed {
+            KEEP_ALIVE_RETRY_MS
+        } else {
+            (expires - self.margin_ms - now_ms).max(KEEP_ALIVE_MIN_MS)
+        })
     }
 
     /// Makes sure a token newer than generation `seen` exists: joins the refresh under way, or
@@ -202,6 +220,31 @@ mod tests {
             }
         )
         .contains("redacted"));
+    }
+
+    /// The keep-alive waits until a minute before the expiry (at least 5 s), 30 s after a
+    /// failed refresh, and stops for a token that never expires.
+    #[test]
+    fn keep_alive_schedule() {
+        let auth = Auth::new(
+            Token {
+                access: "t".into(),
+                expires_at_ms: Some(600_000.0),
+            },
+            None,
+        );
+        assert_eq!(auth.keep_alive_wait(0.0, false), Some(540_000.0));
+        assert_eq!(auth.keep_alive_wait(0.0, true), Some(30_000.0));
+        assert_eq!(auth.keep_alive_wait(590_000.0, false), Some(5_000.0));
+        assert_eq!(auth.keep_alive_wait(900_000.0, false), Some(5_000.0));
+        let forever = Auth::new(
+            Token {
+                access: "t".into(),
+                expires_at_ms: None,
+            },
+            None,
+        );
+        assert_eq!(forever.keep_alive_wait(0.0, false), None);
     }
 
     #[test]

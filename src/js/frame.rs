@@ -5,7 +5,7 @@ use super::client::{promise, Bitrix24, WebClient};
 use super::convert::{field, opt_bool, opt_f64, options, strings};
 use super::platform::{to_js, JsData, WebPlatform};
 use crate::auth::{expiry, FrameRefresher};
-use crate::core::auth::{Token, REFRESH_MARGIN_MS};
+use crate::core::auth::Token;
 use crate::core::error::{code, B24Error, Result};
 use crate::core::frame::{init_data, parse_window_name, same_portal, InitData};
 use crate::core::origin::host_allowed;
@@ -136,22 +136,23 @@ impl PortalFrame {
 
 /// Refreshes the token shortly before it runs out even when no call is made, so a token the
 /// app hands to its own backend stays valid. Stops when the client is gone.
+/// Keeps the token fresh for as long as the client exists, on `Auth::keep_alive_wait`'s
+/// schedule.
 fn keep_alive(client: Weak<WebClient>) {
     wasm_bindgen_futures::spawn_local(async move {
+        let mut failed = false;
         loop {
             let wait = {
                 let Some(c) = client.upgrade() else { return };
-                match c.auth.expires_at_ms() {
-                    Some(t) => (t - REFRESH_MARGIN_MS - js_sys::Date::now()).max(5_000.0),
-                    None => return,
-                }
+                let Some(wait) = c.auth.keep_alive_wait(js_sys::Date::now(), failed) else {
+                    return;
+                };
+                wait
             };
             crate::transport::sleep(wait, None).await;
             let Some(c) = client.upgrade() else { return };
             let (_, generation) = c.auth.current();
-            if c.auth.due(js_sys::Date::now()) && c.auth.refresh(generation).await.is_err() {
-                crate::transport::sleep(30_000.0, None).await;
-            }
+            failed = c.auth.due(js_sys::Date::now()) && c.auth.refresh(generation).await.is_err();
         }
     });
 }
