@@ -2,7 +2,7 @@
 //! the `Reservation` they hand out. The decisions are the core's (`core::consume`); this file
 //! reads the app's handler answers, callbacks and options.
 
-use super::client::{promise, WebClient};
+use super::calls::{promise, WebClient};
 use super::convert::{
     field, js_error, opt_bool, opt_f64, opt_fn, opt_signal, opt_str, opt_tree, options,
 };

@@ -1,8 +1,8 @@
 //! `Bitrix24.fromFrame()`: auth from the portal page that hosts the app's iframe, the placement
 //! context, and the frame commands apps use daily.
 
-use super::client::{promise, Bitrix24, WebClient};
-use super::convert::{field, opt_bool, opt_f64, options, strings};
+use super::calls::{promise, WebClient};
+use super::convert::{field, opt_bool, opt_f64, strings};
 use super::platform::{to_js, JsData, WebPlatform};
 use crate::auth::{expiry, FrameRefresher};
 use crate::core::auth::Token;
@@ -138,7 +138,7 @@ impl PortalFrame {
 /// app hands to its own backend stays valid. Stops when the client is gone.
 /// Keeps the token fresh for as long as the client exists, on `Auth::keep_alive_wait`'s
 /// schedule.
-fn keep_alive(client: Weak<WebClient>) {
+pub fn keep_alive(client: Weak<WebClient>) {
     wasm_bindgen_futures::spawn_local(async move {
         let mut failed = false;
         loop {
@@ -157,12 +157,22 @@ fn keep_alive(client: Weak<WebClient>) {
     });
 }
 
-async fn connect(opts: JsValue) -> Result<Bitrix24> {
-    let timeout = match opt_f64(&opts, "handshakeTimeoutMs")? {
+/// What the handshake with the portal page gives a client: the portal, its token, how to
+/// renew it, and the frame's state.
+pub struct Connected {
+    pub origin: crate::core::origin::Origin,
+    pub token: Token,
+    pub refresher: Rc<FrameRefresher>,
+    pub state: Rc<FrameState>,
+}
+
+/// The handshake (see `Bitrix24.fromFrame`).
+pub async fn connect(opts: &JsValue) -> Result<Connected> {
+    let timeout = match opt_f64(opts, "handshakeTimeoutMs")? {
         Some(t) => (validate::positive("handshakeTimeoutMs", t)? as f64).min(MAX_DELAY_MS),
         None => 5_000.0,
     };
-    let portals = match field(&opts, "portals") {
+    let portals = match field(opts, "portals") {
         None => None,
         Some(v) => Some(strings(&v, "portals")?),
     };
@@ -177,7 +187,7 @@ async fn connect(opts: JsValue) -> Result<Bitrix24> {
         return Err(unavailable("the page is not inside an iframe: open it from a Bitrix24 placement, or use Bitrix24.withToken"));
     }
     let name = window.name().unwrap_or_default();
-    let frame = parse_window_name(&name, opt_bool(&opts, "allowHttp")?.unwrap_or(false))?;
+    let frame = parse_window_name(&name, opt_bool(opts, "allowHttp")?.unwrap_or(false))?;
     if let Some(list) = &portals {
         if !host_allowed(&frame.origin.host, list) {
             return Err(unavailable(
@@ -201,25 +211,10 @@ async fn connect(opts: JsValue) -> Result<Bitrix24> {
         channel: channel.clone(),
         timeout_ms: timeout,
     });
-    let b24 = Bitrix24::from_parts(&opts, frame.origin, token, Some(refresher))?
-        .with_frame(Rc::new(FrameState { channel, init }));
-    keep_alive(b24.client_weak());
-    Ok(b24)
-}
-
-#[wasm_bindgen]
-impl Bitrix24 {
-    /// A client whose token comes from the portal page hosting this iframe (`getInitData`),
-    /// refreshed through it (`refreshAuth`). Rejects quickly with `FRAME_UNAVAILABLE` outside
-    /// a portal (no parent, no app sid, an origin it may not talk to, a portal not in
-    /// `portals`, no answer within `handshakeTimeoutMs`).
-    #[wasm_bindgen(js_name = fromFrame, unchecked_return_type = "Promise<Bitrix24>")]
-    pub fn from_frame(
-        #[wasm_bindgen(js_name = options, unchecked_optional_param_type = "FrameOptions")] options_: Option<JsValue>,
-    ) -> Promise {
-        promise(async move {
-            let opts = options(options_.as_ref(), "options")?;
-            connect(opts).await.map(JsValue::from)
-        })
-    }
+    Ok(Connected {
+        origin: frame.origin,
+        token,
+        refresher,
+        state: Rc::new(FrameState { channel, init }),
+    })
 }

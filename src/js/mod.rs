@@ -1,6 +1,7 @@
 //! The wasm-bindgen surface: classes, conversions, errors and TypeScript types. Thin: decisions
 //! live in `core`; this layer reads JavaScript values, calls the core and writes results back.
 
+pub mod calls;
 pub mod client;
 pub mod convert;
 pub mod flow;

@@ -1,6 +1,6 @@
 //! `OfflineQueue`: the offline-event calls of one application and connector.
 
-use super::client::{promise, run_batch, run_call, WebClient};
+use super::calls::{promise, run_batch, run_call, WebClient};
 use super::convert::{
     async_iterable, field, opt_f64, opt_numbers, opt_signal, opt_str, opt_strings, opt_tree,
     options, req_str, strings,
