@@ -1,18 +1,18 @@
-//! The reservation flow in JavaScript: `reserve`, `take`, `consume`, `recover` on a queue, and
-//! the `Reservation` they hand out. The decisions are the core's (`core::consume`); this file
-//! reads the app's handler answers, callbacks and options.
+//! The reservation flow in JavaScript: what `OfflineQueue`'s `reserve`, `take`, `consume` and
+//! `recover` do (the class and its exported methods live in `queue.rs`), and the `Reservation`
+//! they hand out. The decisions are the core's (`core::consume`); this file reads the app's
+//! handler answers, callbacks and options.
 
 use super::calls::{promise, WebClient};
 use super::convert::{
     field, js_error, opt_bool, opt_f64, opt_fn, opt_signal, opt_str, opt_tree, options,
 };
 use super::platform::{to_js, JsData, WebPlatform};
-use super::queue::OfflineQueue;
 use super::store::call_async;
 use crate::core::consume::{
-    check_stranded_after, consume, ensure_extended, min_stranded_after_ms, resolve, Batch,
-    DeadReason, ErrorPolicy, EventRef, Flow, Handler, Liveness, MalformedPolicy, Options, Outcome,
-    Progress, Reporter, HANDLER_TIMEOUT_MS, STRANDED_AFTER_MS,
+    check_stranded_after, ensure_extended, min_stranded_after_ms, resolve, Batch, DeadReason,
+    ErrorPolicy, EventRef, Flow, Handler, Liveness, MalformedPolicy, Options, Outcome, Progress,
+    Reporter, HANDLER_TIMEOUT_MS, STRANDED_AFTER_MS,
 };
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
@@ -99,15 +99,15 @@ pub(crate) struct Prepared {
 
 /// What a queue method needs to run the flow, owned (promises outlive `&self`).
 #[derive(Clone)]
-struct Parts {
-    client: Rc<WebClient>,
-    connector: Option<String>,
-    owner: Rc<str>,
-    alive: Rc<Alive>,
-    store: Option<JsValue>,
-    store_key: Option<String>,
-    prepared: Rc<RefCell<Option<Rc<Prepared>>>>,
-    alarm: Rc<crate::core::joint::Alarm>,
+pub(super) struct Parts {
+    pub(super) client: Rc<WebClient>,
+    pub(super) connector: Option<String>,
+    pub(super) owner: Rc<str>,
+    pub(super) alive: Rc<Alive>,
+    pub(super) store: Option<JsValue>,
+    pub(super) store_key: Option<String>,
+    pub(super) prepared: Rc<RefCell<Option<Rc<Prepared>>>>,
+    pub(super) alarm: Rc<crate::core::joint::Alarm>,
 }
 
 /// How long reservations are held and handled.
@@ -118,19 +118,6 @@ struct Holds {
 }
 
 impl Parts {
-    fn of(q: &OfflineQueue) -> Parts {
-        Parts {
-            client: q.client.clone(),
-            connector: q.connector.clone(),
-            owner: q.owner.clone(),
-            alive: q.alive.clone(),
-            store: q.store.clone(),
-            store_key: q.store_key.clone(),
-            prepared: q.prepared.clone(),
-            alarm: q.alarm.clone(),
-        }
-    }
-
     fn queue(&self) -> Queue<'_, WebPlatform> {
         Queue {
             client: &self.client,
@@ -578,148 +565,114 @@ fn consume_options(opts: &JsValue, holds: Holds) -> Result<Options> {
     })
 }
 
-#[wasm_bindgen]
-impl OfflineQueue {
-    /// Reserves a batch (`clear=0`): it stays in the queue, hidden from others, until
-    /// acknowledged or failed. `{ errors: true }` reserves from the error queue.
-    #[wasm_bindgen(unchecked_return_type = "Promise<Reservation>")]
-    pub fn reserve(
-        &self,
-        #[wasm_bindgen(unchecked_optional_param_type = "ReserveOptions")] opts: Option<JsValue>,
-    ) -> Promise {
-        let parts = Parts::of(self);
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let mut args = get_args(&opts)?;
-            args.error = opt_bool(&opts, "errors")?.unwrap_or(false);
-            let holds = parts.holds(&opts)?;
-            let signal = opt_signal(&opts)?;
-            let prepared = parts.prepare(signal.as_ref()).await?;
-            let batch = parts
-                .flow(&prepared, false, false, holds)
-                .reserve(&args, signal.as_ref())
-                .await?;
-            Ok(Reservation::new(parts, prepared, holds, batch).into())
-        })
-    }
+/// `OfflineQueue.reserve()` (docs there).
+pub(super) fn reserve(parts: Parts, opts: Option<JsValue>) -> Promise {
+    promise(async move {
+        let opts = options(opts.as_ref(), "options")?;
+        let mut args = get_args(&opts)?;
+        args.error = opt_bool(&opts, "errors")?.unwrap_or(false);
+        let holds = parts.holds(&opts)?;
+        let signal = opt_signal(&opts)?;
+        let prepared = parts.prepare(signal.as_ref()).await?;
+        let batch = parts
+            .flow(&prepared, false, false, holds)
+            .reserve(&args, signal.as_ref())
+            .await?;
+        Ok(Reservation::new(parts, prepared, holds, batch).into())
+    })
+}
 
-    /// Reads and deletes a batch at once (`clear=1`). Lossy: events the app fails to process
-    /// after this are gone. The fallback where reservations are not available.
-    #[wasm_bindgen(unchecked_return_type = "Promise<OfflineEvent[]>")]
-    pub fn take(
-        &self,
-        #[wasm_bindgen(unchecked_optional_param_type = "TakeOptions")] opts: Option<JsValue>,
-    ) -> Promise {
-        let parts = Parts::of(self);
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let args = GetArgs {
-                clear: true,
-                ..get_args(&opts)?
-            };
-            let signal = opt_signal(&opts)?;
-            let taken = parts.queue().get(&args, signal.as_ref()).await?;
-            if !taken.malformed.is_empty() {
-                parts.client.platform.log(
-                    crate::core::platform::Level::Warn,
-                    &[
-                        "take() read ",
-                        &taken.malformed.len().to_string(),
-                        " rows that are not readable events; the portal deleted them with the rest",
-                    ]
-                    .concat(),
-                );
-            }
-            Ok(to_js(&taken.events))
-        })
-    }
+/// `OfflineQueue.take()` (docs there).
+pub(super) fn take(parts: Parts, opts: Option<JsValue>) -> Promise {
+    promise(async move {
+        let opts = options(opts.as_ref(), "options")?;
+        let args = GetArgs {
+            clear: true,
+            ..get_args(&opts)?
+        };
+        let signal = opt_signal(&opts)?;
+        let taken = parts.queue().get(&args, signal.as_ref()).await?;
+        if !taken.malformed.is_empty() {
+            parts.client.platform.log(
+                crate::core::platform::Level::Warn,
+                &[
+                    "take() read ",
+                    &taken.malformed.len().to_string(),
+                    " rows that are not readable events; the portal deleted them with the rest",
+                ]
+                .concat(),
+            );
+        }
+        Ok(to_js(&taken.events))
+    })
+}
 
-    /// Reservations left unfinished: this consumer's (journal) while their hold lasts, and
-    /// stranded error-queue ones, re-selected and owned by this queue object from now on.
-    /// Stranded main-queue reservations are released into the error queue instead (take them
-    /// with `reserve({ errors: true })`). Reservations another live consumer holds are left
-    /// alone.
-    #[wasm_bindgen(unchecked_return_type = "Promise<Reservation[]>")]
-    pub fn recover(
-        &self,
-        #[wasm_bindgen(unchecked_optional_param_type = "RecoverOptions")] opts: Option<JsValue>,
-    ) -> Promise {
-        let parts = Parts::of(self);
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let holds = parts.holds(&opts)?;
-            let signal = opt_signal(&opts)?;
-            let prepared = parts.prepare(signal.as_ref()).await?;
-            // Under the queue's lock if no consumer holds it now: then what a dead or finished
-            // consumer left can be taken back at once (and is this object's from then on).
-            let (p, h) = (parts.clone(), prepared.clone());
-            let run = Closure::once_into_js(move |locked: bool| -> Promise {
-                promise(async move {
-                    let found = p
-                        .flow(&h, locked, false, holds)
-                        .recoverable(&[], signal.as_ref())
-                        .await?;
-                    Ok(found
-                        .batches
-                        .into_iter()
-                        .map(|b| JsValue::from(Reservation::new(p.clone(), h.clone(), holds, b)))
-                        .collect::<Array>()
-                        .into())
-                })
-            });
-            // The promise resolves with the lock's promise, and so settles as it does.
-            Ok(with_lock(&prepared.lock, None, true, &run, true).into())
-        })
-    }
-
-    /// Processes the queue: recovers unfinished reservations, reserves batches, hands each to
-    /// `handler`, acknowledges what succeeded and fails what it reports as failed (everything,
-    /// if it throws, answers something else, or does not settle within `handlerTimeoutMs`),
-    /// then drains the error queue and sweeps for stranded reservations. Resolves with the
-    /// counts when the queue is empty (or, with `poll`, when aborted).
-    #[wasm_bindgen(unchecked_return_type = "Promise<ConsumeSummary>")]
-    pub fn consume(
-        &self,
-        #[wasm_bindgen(unchecked_param_type = "ConsumeHandler")] handler: Function,
-        #[wasm_bindgen(unchecked_optional_param_type = "ConsumeOptions")] opts: Option<JsValue>,
-    ) -> Promise {
-        let parts = Parts::of(self);
-        promise(async move {
-            let opts = options(opts.as_ref(), "options")?;
-            let holds = parts.holds(&opts)?;
-            let options = consume_options(&opts, holds)?;
-            let signal = opt_signal(&opts)?;
-            let exclusive = opt_bool(&opts, "exclusive")?.unwrap_or(true);
-            let reporter = JsReporter {
-                on_progress: opt_fn(&opts, "onProgress")?,
-                on_dead_letter: opt_fn(&opts, "onDeadLetter")?,
-                on_malformed: opt_fn(&opts, "onMalformed")?,
-                on_error: opt_fn(&opts, "onError")?,
-            };
-            let prepared = parts.prepare(signal.as_ref()).await?;
-            let lock = prepared.lock.clone();
-            let handler = JsHandler {
-                func: handler,
-                signal: signal.clone(),
-            };
-            let run_signal = signal.clone();
-            let run = Closure::once_into_js(move |locked: bool| -> Promise {
-                promise(async move {
-                    let flow = parts.flow(&prepared, locked, locked, holds);
-                    let progress = consume(
-                        &flow,
-                        &handler,
-                        &reporter,
-                        &options,
-                        run_signal.as_ref(),
-                        Some(&parts.alarm),
-                    )
+/// `OfflineQueue.recover()` (docs there).
+pub(super) fn recover(parts: Parts, opts: Option<JsValue>) -> Promise {
+    promise(async move {
+        let opts = options(opts.as_ref(), "options")?;
+        let holds = parts.holds(&opts)?;
+        let signal = opt_signal(&opts)?;
+        let prepared = parts.prepare(signal.as_ref()).await?;
+        // Under the queue's lock if no consumer holds it now: then what a dead or finished
+        // consumer left can be taken back at once (and is this object's from then on).
+        let (p, h) = (parts.clone(), prepared.clone());
+        let run = Closure::once_into_js(move |locked: bool| -> Promise {
+            promise(async move {
+                let found = p
+                    .flow(&h, locked, false, holds)
+                    .recoverable(&[], signal.as_ref())
                     .await?;
-                    Ok(to_js(&progress))
-                })
-            });
-            // The promise resolves with the lock's promise, and so settles as it does.
-            Ok(with_lock(&lock, signal.as_ref(), exclusive, &run, false).into())
-        })
-    }
+                Ok(found
+                    .batches
+                    .into_iter()
+                    .map(|b| JsValue::from(Reservation::new(p.clone(), h.clone(), holds, b)))
+                    .collect::<Array>()
+                    .into())
+            })
+        });
+        // The promise resolves with the lock's promise, and so settles as it does.
+        Ok(with_lock(&prepared.lock, None, true, &run, true).into())
+    })
+}
+
+/// `OfflineQueue.consume()` (docs there).
+pub(super) fn consume(parts: Parts, handler: Function, opts: Option<JsValue>) -> Promise {
+    promise(async move {
+        let opts = options(opts.as_ref(), "options")?;
+        let holds = parts.holds(&opts)?;
+        let options = consume_options(&opts, holds)?;
+        let signal = opt_signal(&opts)?;
+        let exclusive = opt_bool(&opts, "exclusive")?.unwrap_or(true);
+        let reporter = JsReporter {
+            on_progress: opt_fn(&opts, "onProgress")?,
+            on_dead_letter: opt_fn(&opts, "onDeadLetter")?,
+            on_malformed: opt_fn(&opts, "onMalformed")?,
+            on_error: opt_fn(&opts, "onError")?,
+        };
+        let prepared = parts.prepare(signal.as_ref()).await?;
+        let lock = prepared.lock.clone();
+        let handler = JsHandler {
+            func: handler,
+            signal: signal.clone(),
+        };
+        let run_signal = signal.clone();
+        let run = Closure::once_into_js(move |locked: bool| -> Promise {
+            promise(async move {
+                let flow = parts.flow(&prepared, locked, locked, holds);
+                let progress = crate::core::consume::consume(
+                    &flow,
+                    &handler,
+                    &reporter,
+                    &options,
+                    run_signal.as_ref(),
+                    Some(&parts.alarm),
+                )
+                .await?;
+                Ok(to_js(&progress))
+            })
+        });
+        // The promise resolves with the lock's promise, and so settles as it does.
+        Ok(with_lock(&lock, signal.as_ref(), exclusive, &run, false).into())
+    })
 }

@@ -1,4 +1,5 @@
-//! `OfflineQueue`: the offline-event calls of one application and connector.
+//! `OfflineQueue`: the offline-event calls of one application and connector, and the entry
+//! points of its reservation flow (carried out in `flow.rs`).
 
 use super::calls::{promise, run_batch, run_call, WebClient};
 use super::convert::{
@@ -11,7 +12,7 @@ use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use crate::core::platform::Platform;
 use crate::core::validate;
-use js_sys::{Object, Promise, Reflect};
+use js_sys::{Function, Object, Promise, Reflect};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -58,6 +59,20 @@ impl OfflineQueue {
             store_key,
             prepared: Rc::default(),
             alarm: Rc::default(),
+        }
+    }
+
+    /// What the reservation flow's methods (`flow.rs`) need, owned.
+    fn flow_parts(&self) -> super::flow::Parts {
+        super::flow::Parts {
+            client: self.client.clone(),
+            connector: self.connector.clone(),
+            owner: self.owner.clone(),
+            alive: self.alive.clone(),
+            store: self.store.clone(),
+            store_key: self.store_key.clone(),
+            prepared: self.prepared.clone(),
+            alarm: self.alarm.clone(),
         }
     }
 
@@ -419,5 +434,52 @@ impl OfflineQueue {
             options,
             self.connector.clone(),
         )
+    }
+
+    /// Reserves a batch (`clear=0`): it stays in the queue, hidden from others, until
+    /// acknowledged or failed. `{ errors: true }` reserves from the error queue.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Reservation>")]
+    pub fn reserve(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "ReserveOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        super::flow::reserve(self.flow_parts(), opts)
+    }
+
+    /// Reads and deletes a batch at once (`clear=1`). Lossy: events the app fails to process
+    /// after this are gone. The fallback where reservations are not available.
+    #[wasm_bindgen(unchecked_return_type = "Promise<OfflineEvent[]>")]
+    pub fn take(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "TakeOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        super::flow::take(self.flow_parts(), opts)
+    }
+
+    /// Reservations left unfinished: this consumer's (journal) while their hold lasts, and
+    /// stranded error-queue ones, re-selected and owned by this queue object from now on.
+    /// Stranded main-queue reservations are released into the error queue instead (take them
+    /// with `reserve({ errors: true })`). Reservations another live consumer holds are left
+    /// alone.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Reservation[]>")]
+    pub fn recover(
+        &self,
+        #[wasm_bindgen(unchecked_optional_param_type = "RecoverOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        super::flow::recover(self.flow_parts(), opts)
+    }
+
+    /// Processes the queue: recovers unfinished reservations, reserves batches, hands each to
+    /// `handler`, acknowledges what succeeded and fails what it reports as failed (everything,
+    /// if it throws, answers something else, or does not settle within `handlerTimeoutMs`),
+    /// then drains the error queue and sweeps for stranded reservations. Resolves with the
+    /// counts when the queue is empty (or, with `poll`, when aborted).
+    #[wasm_bindgen(unchecked_return_type = "Promise<ConsumeSummary>")]
+    pub fn consume(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "ConsumeHandler")] handler: Function,
+        #[wasm_bindgen(unchecked_optional_param_type = "ConsumeOptions")] opts: Option<JsValue>,
+    ) -> Promise {
+        super::flow::consume(self.flow_parts(), handler, opts)
     }
 }
