@@ -7,7 +7,7 @@
 // - `B24ErrorCode` becomes the union of every code named in src/core/error.rs (the one place
 //   where codes are defined), plus `(string & {})` for portal codes nobody listed yet;
 // - package.json gets the crate's version; node/ is CommonJS with an ESM wrapper;
-// - the shipped .js is minified, names kept.
+// - the shipped .js is minified, names kept; the three targets' wasm must be identical.
 // Usage: node www/tools/package.mjs VERSION
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -99,6 +99,10 @@ for (const [dir, built] of TARGETS) {
   minify(entry, dir !== 'node');
   minify(glue, dir !== 'node');
 }
+// One build for every target: the three wasm files must be the same bytes (wasm-pack builds
+// once and runs wasm-bindgen and wasm-opt per target; a difference would mean they diverged).
+const wasms = TARGETS.map(([dir]) => readFileSync(join(out, dir, `${NAME}_bg.wasm`)));
+if (!wasms.every((w) => w.equals(wasms[0]))) throw new Error('the web, bundler and node builds ship different wasm');
 const pkg = JSON.parse(readFileSync(join(root, 'pkg-template/package.json'), 'utf8'));
 pkg.version = version;
 writeFileSync(join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
