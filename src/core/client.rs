@@ -7,6 +7,7 @@ use super::auth::Auth;
 use super::envelope::{decode, Reply};
 use super::error::{code, B24Error, Kind, Result};
 use super::limiter::{Bucket, MethodOperating, Operating, RateLimit};
+use super::model::Features;
 use super::origin::Origin;
 use super::platform::{HttpRequest, Level, Platform, TransportError};
 use super::retry::{decide, Decision, Idempotency, RetryPolicy};
@@ -126,6 +127,9 @@ pub struct Client<P: Platform> {
     pub config: Config,
     pub auth: Auth,
     state: RefCell<State>,
+    /// What `Queue::context` found (the plan's features, the app's code): the same for every
+    /// queue of this portal and app, so asked once per client.
+    pub(crate) context: RefCell<Option<(Features, Option<String>)>>,
 }
 
 impl<P: Platform> Client<P> {
@@ -141,6 +145,7 @@ impl<P: Platform> Client<P> {
             config,
             auth,
             state: RefCell::new(state),
+            context: RefCell::new(None),
         }
     }
 

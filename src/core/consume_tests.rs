@@ -480,3 +480,48 @@ fn an_idle_poll_is_one_request_and_wake_ends_the_wait() {
         "woken, not waiting an hour"
     );
 }
+
+/// The plan's features and the app's code are asked once per client, whichever of its queues
+/// asks; a failed ask is not kept.
+#[test]
+fn the_queue_context_is_asked_once_per_client() {
+    // Armed once the world is set up (it binds an event with a batch).
+    let refuse = Rc::new(Cell::new(false));
+    let r = refuse.clone();
+    let world = World::new(Rc::new(RefCell::new(move |m: &str, _: &Value| {
+        if m == "batch" && r.get() {
+            r.set(false);
+            Net::Answer(503, "INTERNAL_SERVER_ERROR")
+        } else {
+            Net::Pass
+        }
+    })));
+    let (c, _) = client(&world.fake, |cfg| {
+        cfg.rate = None;
+        cfg.retry.max_retries = 0;
+    });
+    let queue = |connector| super::offline::Queue {
+        client: &c,
+        connector,
+    };
+    refuse.set(true);
+    let before = world.count("batch");
+    assert!(block_on(queue(None).context(None)).is_err());
+    let (features, app) = block_on(queue(None).context(None)).unwrap();
+    assert_eq!(
+        features,
+        Features {
+            extended: true,
+            connector: true
+        }
+    );
+    assert_eq!(
+        block_on(queue(Some("crm")).context(None)).unwrap(),
+        (features, app)
+    );
+    assert_eq!(
+        world.count("batch") - before,
+        2,
+        "one refused, one answered, then kept"
+    );
+}

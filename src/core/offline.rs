@@ -277,10 +277,14 @@ impl<'a, P: Platform> Queue<'a, P> {
         Ok(())
     }
 
-    /// The plan's features and the app's code (`app.info`), in one request: the queue's
-    /// journal and lock are named after the app, so two apps on one origin never share them.
-    /// The code is `None` if `app.info` did not answer it.
+    /// The plan's features and the app's code (`app.info`), in one request, once per client
+    /// (every queue of a client shares the portal and the app): the queue's journal and lock
+    /// are named after the app, so two apps on one origin never share them. The code is `None`
+    /// if `app.info` did not answer it. A failure is not kept: the next call asks again.
     pub async fn context(&self, signal: Option<&P::Signal>) -> Result<(Features, Option<String>)> {
+        if let Some(known) = self.client.context.borrow().clone() {
+            return Ok(known);
+        }
         let feature = |name: &str, code: &str| Command {
             name: name.to_string(),
             method: "feature.get".to_string(),
@@ -327,6 +331,7 @@ impl<'a, P: Platform> Queue<'a, P> {
             .and_then(|item| item.result.ok().flatten())
             .and_then(|r| super::read::field_text::<P>(&r, "CODE"))
             .filter(|c| !c.is_empty() && c.len() <= 128);
+        *self.client.context.borrow_mut() = Some((features, code.clone()));
         Ok((features, code))
     }
 
