@@ -5,7 +5,7 @@ use crate::core::auth::{Refresher, Token};
 use crate::core::error::{code, B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::js::convert::{field_f64, field_str};
-use js_sys::{Function, Object, Promise, Reflect};
+use js_sys::{Function, Object, Promise};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::{JsCast, JsValue};
@@ -35,7 +35,7 @@ impl Refresher for CallbackRefresher {
         Box::pin(async move {
             let arg = Object::new();
             if let Some(rt) = refresh_token.borrow().as_deref() {
-                let _ = Reflect::set(&arg, &"refreshToken".into(), &JsValue::from_str(rt));
+                crate::transport::put(&arg, &"refreshToken".into(), &JsValue::from_str(rt));
             }
             let returned = callback
                 .call1(&JsValue::NULL, &arg)

@@ -5,7 +5,7 @@
 
 use crate::core::error::{code, B24Error, Result};
 use crate::core::frame::{callback_id, command_text, split_answer};
-use js_sys::{Function, Promise, JSON};
+use js_sys::{Function, Promise};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -108,20 +108,16 @@ impl Channel {
         let callback = callback_id(js_sys::Math::random(), n);
         let message: JsValue = if command.contains(':') {
             let o = js_sys::Object::new();
-            let set = |k: &str, v: &JsValue| {
-                js_sys::Reflect::set(&o, &JsValue::from_str(k), v).map(|_| ())
-            };
-            let _ = set("method", &JsValue::from_str(command));
-            let _ = set("params", params.unwrap_or(&JsValue::from_str("")));
-            let _ = set("callback", &JsValue::from_str(&callback));
-            let _ = set("appSid", &JsValue::from_str(&self.app_sid));
+            let set = |k: &str, v: &JsValue| crate::transport::put(&o, &JsValue::from_str(k), v);
+            set("method", &JsValue::from_str(command));
+            set("params", params.unwrap_or(&JsValue::from_str("")));
+            set("callback", &JsValue::from_str(&callback));
+            set("appSid", &JsValue::from_str(&self.app_sid));
             o.into()
         } else {
             let json = match params {
                 Some(p) => Some(
-                    JSON::stringify(p)
-                        .ok()
-                        .and_then(|s| s.as_string())
+                    crate::transport::to_json(p)
                         .ok_or_else(|| B24Error::invalid("params", "cannot be sent as JSON"))?,
                 ),
                 None => None,
@@ -173,7 +169,7 @@ impl Channel {
         if text.is_empty() {
             return Ok(JsValue::NULL);
         }
-        JSON::parse(&text).map_err(|_| {
+        crate::transport::parse_json(&text).ok_or_else(|| {
             unavailable(["the portal's answer to ", command, " is not valid JSON"].concat())
         })
     }

@@ -2,14 +2,14 @@
 //! bridge (rejecting with a `B24Error`), `call`/`callPage` and `batch`.
 
 use super::convert::{js_error, opt_bool, opt_signal, opt_str, options, tree};
-use super::platform::{JsData, WebPlatform};
+use super::platform::{key, put, JsData, WebPlatform};
 use crate::core::args::{Body, Tree};
 use crate::core::batch::{self, Command};
 use crate::core::client::{CallOptions, Client};
 use crate::core::error::{B24Error, Result};
 use crate::core::retry::{is_read_method, Idempotency};
 use crate::core::validate;
-use js_sys::{Object, Promise, Reflect};
+use js_sys::{Object, Promise};
 use std::future::Future;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -73,9 +73,9 @@ pub fn run_call(
                 .unwrap_or(JsValue::UNDEFINED)
         };
         let out = Object::new();
-        let _ = Reflect::set(&out, &"result".into(), &result);
-        let _ = Reflect::set(&out, &"total".into(), &number(reply.total));
-        let _ = Reflect::set(&out, &"next".into(), &number(reply.next));
+        put(&out, &key("result"), &result);
+        put(&out, &key("total"), &number(reply.total));
+        put(&out, &key("next"), &number(reply.next));
         Ok(out.into())
     })
 }
@@ -147,26 +147,26 @@ pub fn run_batch(
             let key = JsValue::from_str(&item.name);
             match item.result {
                 Ok(v) => {
-                    let _ = Reflect::set(&results, &key, &v.map(|d| d.0).unwrap_or(JsValue::NULL));
+                    put(&results, &key, &v.map(|d| d.0).unwrap_or(JsValue::NULL));
                 }
                 Err(e) => {
                     ok = false;
-                    let _ = Reflect::set(&errors, &key, &js_error(&e));
+                    put(&errors, &key, &js_error(&e));
                 }
             }
             if let Some(t) = item.total {
-                let _ = Reflect::set(&totals, &key, &JsValue::from_f64(t as f64));
+                put(&totals, &key, &JsValue::from_f64(t as f64));
             }
             if let Some(n) = item.next {
-                let _ = Reflect::set(&nexts, &key, &JsValue::from_f64(n as f64));
+                put(&nexts, &key, &JsValue::from_f64(n as f64));
             }
         }
         let out = Object::new();
-        let _ = Reflect::set(&out, &"ok".into(), &JsValue::from_bool(ok));
-        let _ = Reflect::set(&out, &"results".into(), &results);
-        let _ = Reflect::set(&out, &"errors".into(), &errors);
-        let _ = Reflect::set(&out, &"total".into(), &totals);
-        let _ = Reflect::set(&out, &"next".into(), &nexts);
+        put(&out, &key("ok"), &JsValue::from_bool(ok));
+        put(&out, &key("results"), &results);
+        put(&out, &key("errors"), &errors);
+        put(&out, &key("total"), &totals);
+        put(&out, &key("next"), &nexts);
         Ok(out.into())
     })
 }

@@ -7,7 +7,7 @@ use super::calls::{promise, WebClient};
 use super::convert::{
     field, js_error, opt_bool, opt_f64, opt_fn, opt_signal, opt_str, opt_tree, options,
 };
-use super::platform::{to_js, JsData, WebPlatform};
+use super::platform::{key, put, to_js, JsData, WebPlatform};
 use super::store::call_async;
 use crate::core::consume::{
     check_stranded_after, ensure_extended, min_stranded_after_ms, resolve, Batch, DeadReason,
@@ -17,7 +17,7 @@ use crate::core::consume::{
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::journal::Journal;
-use crate::core::model::{Features, OfflineEvent};
+use crate::core::model::OfflineEvent;
 use crate::core::offline::{GetArgs, Queue};
 use crate::core::platform::Platform;
 use crate::core::time::MAX_DELAY_MS;
@@ -89,10 +89,9 @@ impl Liveness for JsLiveness {
 
 static LIVENESS: JsLiveness = JsLiveness;
 
-/// What the flow needs once per queue: the plan's features, and the journal and lock named
-/// after the app (asked from the portal in the same request as the features).
+/// What the flow needs once per queue: the journal and lock named after the app (the client
+/// asks the portal for it once, with the plan's features: `Queue::context`).
 pub(crate) struct Prepared {
-    features: Features,
     journal: Rc<Journal>,
     lock: String,
 }
@@ -147,14 +146,13 @@ impl Parts {
         }
     }
 
-    /// Features, journal and lock, asked once per queue; reservations need
-    /// `rest_offline_extended`.
+    /// Journal and lock, made once per queue; reservations need `rest_offline_extended`.
     async fn prepare(&self, signal: Option<&AbortSignal>) -> Result<Rc<Prepared>> {
+        let (features, app) = self.queue().context(signal).await?;
+        ensure_extended(&features)?;
         if let Some(p) = self.prepared.borrow().clone() {
-            ensure_extended(&p.features)?;
             return Ok(p);
         }
-        let (features, app) = self.queue().context(signal).await?;
         let name = [
             "b24-offline/",
             &self.client.config.origin.host,
@@ -166,7 +164,6 @@ impl Parts {
         .concat();
         let key = self.store_key.clone().unwrap_or_else(|| name.clone());
         let p = Rc::new(Prepared {
-            features,
             journal: super::store::journal(
                 self.store.clone(),
                 &key,
@@ -175,7 +172,6 @@ impl Parts {
             lock: name,
         });
         *self.prepared.borrow_mut() = Some(p.clone());
-        ensure_extended(&features)?;
         Ok(p)
     }
 
@@ -446,7 +442,7 @@ impl Handler<JsData> for JsHandler {
     fn handle(&self, batch: &Batch<JsData>) -> LocalBoxFuture<'static, Outcome> {
         let ctx = Object::new();
         let set = |k: &str, v: &JsValue| {
-            let _ = Reflect::set(&ctx, &k.into(), v);
+            put(&ctx, &key(k), v);
         };
         set("processId", &JsValue::from_str(&batch.process_id));
         set("fromErrorQueue", &JsValue::from_bool(batch.error));
@@ -490,7 +486,7 @@ impl Reporter<JsData> for JsReporter {
 
     fn dead_letters(&self, events: &[OfflineEvent<JsData>], reason: DeadReason) {
         let info = Object::new();
-        let _ = Reflect::set(&info, &"reason".into(), &reason.name().into());
+        put(&info, &key("reason"), &reason.name().into());
         notify(&self.on_dead_letter, &to_js(events), &info.into());
     }
 

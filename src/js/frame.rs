@@ -3,7 +3,7 @@
 
 use super::calls::{promise, WebClient};
 use super::convert::{field, opt_bool, opt_f64, strings};
-use super::platform::{to_js, JsData, WebPlatform};
+use super::platform::{key, put, to_js, JsData, WebPlatform};
 use crate::auth::{expiry, FrameRefresher};
 use crate::core::auth::Token;
 use crate::core::error::{code, B24Error, Result};
@@ -12,7 +12,7 @@ use crate::core::origin::host_allowed;
 use crate::core::time::MAX_DELAY_MS;
 use crate::core::validate;
 use crate::frame::Channel;
-use js_sys::{Object, Promise, Reflect};
+use js_sys::{Object, Promise};
 use std::rc::{Rc, Weak};
 use wasm_bindgen::prelude::*;
 
@@ -115,15 +115,15 @@ impl PortalFrame {
     #[wasm_bindgen(js_name = setTitle, unchecked_return_type = "Promise<void>")]
     pub fn set_title(&self, title: String) -> Promise {
         let p = Object::new();
-        let _ = Reflect::set(&p, &"title".into(), &JsValue::from_str(&title));
+        put(&p, &key("title"), &JsValue::from_str(&title));
         self.command("setTitle", Some(p.into()))
     }
 
     #[wasm_bindgen(js_name = resizeWindow, unchecked_return_type = "Promise<void>")]
     pub fn resize_window(&self, width: f64, height: f64) -> Promise {
         let p = Object::new();
-        let _ = Reflect::set(&p, &"width".into(), &JsValue::from_f64(width));
-        let _ = Reflect::set(&p, &"height".into(), &JsValue::from_f64(height));
+        put(&p, &key("width"), &JsValue::from_f64(width));
+        put(&p, &key("height"), &JsValue::from_f64(height));
         self.command("resizeWindow", Some(p.into()))
     }
 

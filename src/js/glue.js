@@ -79,6 +79,16 @@ export function post(url, body, timeoutMs, signal) {
     .finally(done);
 }
 
+/** `JSON.parse`, or `undefined` when the text is not JSON (JSON itself has no `undefined`). */
+export function parseJson(text) {
+  try { return JSON.parse(text); } catch { return undefined; }
+}
+
+/** `JSON.stringify`, or `undefined` when the value cannot be written (a BigInt, a cycle). */
+export function toJson(value) {
+  try { return JSON.stringify(value); } catch { return undefined; }
+}
+
 /** A property, for the wasm side: `undefined` rather than a throw (a getter that throws).
  *  Cheaper than `Reflect.get` through wasm-bindgen's catching wrapper, and called for every
  *  field of every row. */

@@ -6,7 +6,8 @@ use crate::core::error::{B24Error, Result};
 use crate::core::out::{Out, ToOut};
 use crate::core::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
 use crate::transport;
-use js_sys::{Array, Function, Object, Reflect, JSON};
+pub use crate::transport::{prop, put};
+use js_sys::{Array, Function, Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::AbortSignal;
@@ -18,14 +19,6 @@ pub struct JsData(pub JsValue);
 pub struct WebPlatform {
     /// `(level, message) => void`, the app's logger.
     pub logger: Option<Function>,
-}
-
-#[wasm_bindgen(module = "/src/js/glue.js")]
-extern "C" {
-    /// `o[k]`, `undefined` where a getter throws.
-    pub fn prop(o: &JsValue, k: &JsValue) -> JsValue;
-    /// `o[k] = v` on an object made here.
-    fn put(o: &JsValue, k: &JsValue, v: &JsValue);
 }
 
 thread_local! {
@@ -131,28 +124,25 @@ impl Platform for WebPlatform {
             Object::assign(&obj, &Object::from(base.0.clone()));
         }
         for (k, v) in &body.args {
-            let _ = Reflect::set(&obj, &key(k), &arg_to_js(v));
+            put(&obj, &key(k), &arg_to_js(v));
         }
         for (k, v) in &body.defaults {
             let name = key(k);
             if !Reflect::has(&obj, &name).unwrap_or(false) {
-                let _ = Reflect::set(&obj, &name, &arg_to_js(v));
+                put(&obj, &name, &arg_to_js(v));
             }
         }
-        let _ = Reflect::set(&obj, &key("auth"), &JsValue::from_str(auth));
-        JSON::stringify(&obj)
-            .ok()
-            .and_then(|s| s.as_string())
-            .ok_or_else(|| {
-                B24Error::invalid(
-                    "params",
-                    "cannot be sent as JSON (a BigInt, a cycle or a function?)",
-                )
-            })
+        put(&obj, &key("auth"), &JsValue::from_str(auth));
+        transport::to_json(&obj).ok_or_else(|| {
+            B24Error::invalid(
+                "params",
+                "cannot be sent as JSON (a BigInt, a cycle or a function?)",
+            )
+        })
     }
 
     fn parse(&self, text: &str) -> Option<JsData> {
-        JSON::parse(text).ok().map(JsData)
+        transport::parse_json(text).map(JsData)
     }
 
     fn null() -> JsData {

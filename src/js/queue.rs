@@ -6,13 +6,13 @@ use super::convert::{
     async_iterable, field, opt_f64, opt_numbers, opt_signal, opt_str, opt_strings, opt_tree,
     options, req_str, strings,
 };
-use super::platform::{to_js, JsData, WebPlatform};
+use super::platform::{key, put, to_js, JsData, WebPlatform};
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use crate::core::platform::Platform;
 use crate::core::validate;
-use js_sys::{Function, Object, Promise, Reflect};
+use js_sys::{Function, Object, Promise};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -119,8 +119,8 @@ fn list_args(opts: &JsValue) -> Result<ListArgs> {
 
 fn step(value: JsValue, done: bool) -> JsValue {
     let r = Object::new();
-    let _ = Reflect::set(&r, &"value".into(), &value);
-    let _ = Reflect::set(&r, &"done".into(), &JsValue::from_bool(done));
+    put(&r, &key("value"), &value);
+    put(&r, &key("done"), &JsValue::from_bool(done));
     r.into()
 }
 
@@ -165,8 +165,8 @@ impl OfflineQueue {
                 let out = js_sys::Array::new();
                 for (event, created) in bound {
                     let o = Object::new();
-                    let _ = Reflect::set(&o, &"event".into(), &JsValue::from_str(&event));
-                    let _ = Reflect::set(&o, &"created".into(), &JsValue::from_bool(created));
+                    put(&o, &key("event"), &JsValue::from_str(&event));
+                    put(&o, &key("created"), &JsValue::from_bool(created));
                     out.push(&o);
                 }
                 Ok(out.into())
@@ -344,11 +344,11 @@ impl OfflineQueue {
                     .process_id
                     .map(|p| JsValue::from_str(&p))
                     .unwrap_or(JsValue::NULL);
-                let _ = Reflect::set(&out, &"processId".into(), &pid);
-                let _ = Reflect::set(&out, &"events".into(), &to_js(&taken.events));
+                put(&out, &key("processId"), &pid);
+                put(&out, &key("events"), &to_js(&taken.events));
                 if !taken.malformed.is_empty() {
                     let rows: js_sys::Array = taken.malformed.iter().map(|d| d.0.clone()).collect();
-                    let _ = Reflect::set(&out, &"malformed".into(), &rows);
+                    put(&out, &key("malformed"), &rows);
                 }
                 Ok(out.into())
             })

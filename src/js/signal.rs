@@ -20,7 +20,7 @@ pub fn verify_offline_signal(
         let payload = if let Some(text) = body.as_string() {
             let t = text.trim_start();
             if t.starts_with('{') {
-                let parsed = js_sys::JSON::parse(t).map_err(|_| {
+                let parsed = crate::transport::parse_json(t).ok_or_else(|| {
                     B24Error::new(
                         crate::core::error::code::INVALID_SIGNAL,
                         "the body is not valid JSON",

@@ -1,5 +1,6 @@
 //! The one place that does I/O: a JSON POST through `fetch` that never follows a redirect,
-//! with a timeout and the caller's `AbortSignal`, and a sleep that an abort cuts short. Works in
+//! with a timeout and the caller's `AbortSignal`, a sleep that an abort cuts short, and the
+//! engine's JSON and property access. Works in
 //! windows, workers and Node (global `fetch` and `setTimeout`). Both live in `glue.js`, where
 //! they are a few lines each.
 
@@ -19,6 +20,26 @@ extern "C" {
         timeout_ms: f64,
         signal: Option<&AbortSignal>,
     ) -> js_sys::Promise;
+    #[wasm_bindgen(js_name = parseJson)]
+    fn parse_json_js(text: &str) -> JsValue;
+    /// `o[k]`, `undefined` where a getter throws (cheaper than `Reflect.get` through
+    /// wasm-bindgen's catching wrapper, and called for every field of every row).
+    pub fn prop(o: &JsValue, k: &JsValue) -> JsValue;
+    /// `o[k] = v` on an object made here.
+    pub fn put(o: &JsValue, k: &JsValue, v: &JsValue);
+    #[wasm_bindgen(js_name = toJson)]
+    fn to_json_js(value: &JsValue) -> Option<String>;
+}
+
+/// The engine's `JSON.parse`; `None` when the text is not JSON.
+pub fn parse_json(text: &str) -> Option<JsValue> {
+    Some(parse_json_js(text)).filter(|v| !v.is_undefined())
+}
+
+/// The engine's `JSON.stringify`; `None` for what JSON cannot carry (a BigInt, a cycle, a
+/// function).
+pub fn to_json(value: &JsValue) -> Option<String> {
+    to_json_js(value)
 }
 
 /// A promise that resolves with `true` after `ms`; its timer ends when this is dropped.
@@ -32,10 +53,8 @@ impl Timer {
 
 impl Drop for Timer {
     fn drop(&mut self) {
-        if let Ok(cancel) = js_sys::Reflect::get(&self.0, &"cancel".into()) {
-            if let Some(f) = cancel.dyn_ref::<js_sys::Function>() {
-                let _ = f.call0(&self.0);
-            }
+        if let Some(f) = prop(&self.0, &"cancel".into()).dyn_ref::<js_sys::Function>() {
+            let _ = f.call0(&self.0);
         }
     }
 }
