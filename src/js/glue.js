@@ -81,24 +81,25 @@ export function post(url, body, timeoutMs, signal) {
 
 /** `JSON.parse`, or `undefined` when the text is not JSON (JSON itself has no `undefined`). */
 export function parseJson(text) {
-  try { return JSON.parse(text); } catch { return undefined; }
+  try { return JSON.parse(text); } catch { /* undefined */ }
 }
 
 /** `JSON.stringify`, or `undefined` when the value cannot be written (a BigInt, a cycle). */
 export function toJson(value) {
-  try { return JSON.stringify(value); } catch { return undefined; }
+  try { return JSON.stringify(value); } catch { /* undefined */ }
 }
 
 /** A property, for the wasm side: `undefined` rather than a throw (a getter that throws).
  *  Cheaper than `Reflect.get` through wasm-bindgen's catching wrapper, and called for every
  *  field of every row. */
 export function prop(o, k) {
-  try { return o[k]; } catch { return undefined; }
+  try { return o[k]; } catch { /* undefined */ }
 }
 
-/** Sets a property of an object the wasm side just made. */
+/** Sets a property of an object the wasm side just made; never throws (a setter an app
+ *  planted on a prototype cannot unwind through the wasm). */
 export function put(o, k, v) {
-  o[k] = v;
+  try { o[k] = v; } catch { /* as Reflect.set's result was: ignored */ }
 }
 
 /** Wraps `next()` (a function returning Promise<IteratorResult>) as an async iterable. */
