@@ -1,5 +1,5 @@
-// Assembles the npm package in pkg/ from wasm-pack's three outputs (web, bundler, nodejs in
-// target/pkg-*/) and pkg-template/, the way tiktoken post-processes its build:
+// Assembles the npm package in pkg/ from the build's three outputs (web, bundler, nodejs in
+// target/pkg-*/, .ci/build) and pkg-template/, the way tiktoken post-processes its build:
 // - each target's entry exports B24Error (defined in src/js/glue.js, copied by wasm-bindgen
 //   into snippets/); the Node build gets that snippet as CommonJS;
 // - every .d.ts is hand-corrected: raw wasm exports typed `unknown` instead of `any` (the build
@@ -99,8 +99,8 @@ for (const [dir, built] of TARGETS) {
   minify(entry, dir !== 'node');
   minify(glue, dir !== 'node');
 }
-// One build for every target: the three wasm files must be the same bytes (wasm-pack builds
-// once and runs wasm-bindgen and wasm-opt per target; a difference would mean they diverged).
+// One build for every target: the three wasm files must be the same bytes (.ci/build optimises
+// one and copies it; a difference would mean a target was left from an older build).
 const wasms = TARGETS.map(([dir]) => readFileSync(join(out, dir, `${NAME}_bg.wasm`)));
 if (!wasms.every((w) => w.equals(wasms[0]))) throw new Error('the web, bundler and node builds ship different wasm');
 const pkg = JSON.parse(readFileSync(join(root, 'pkg-template/package.json'), 'utf8'));
