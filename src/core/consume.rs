@@ -26,6 +26,7 @@ use super::joint::Alarm;
 use super::journal::{Entry, Journal};
 use super::model::{Features, OfflineEvent, Taken};
 use super::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
+use super::options::{ErrorPolicy, MalformedPolicy, Options};
 use super::platform::{Level, Platform};
 use super::read::{field_text, field_uint, flag};
 use crate::core::joint::LocalBoxFuture;
@@ -158,94 +159,9 @@ pub trait Reporter<D>: 'static {
     fn error(&self, error: &B24Error);
 }
 
-/// What happens to events that fail again after coming from the error queue. The portal cannot
-/// mark such a record again: `event.offline.error` leaves it reserved (and would delete newer
-/// changes of the same object), so the library never calls it for them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ErrorPolicy {
-    /// Leave the error queue alone.
-    Skip,
-    /// Drain it after the main queue; what fails again stays reserved and journaled ("parked")
-    /// and is handed over again at the next run.
-    Include,
-    /// Like `Include`, but after this many failed attempts the events are given up: cleared,
-    /// and reported as dead letters.
-    Retry(u32),
-}
-
-/// What happens to rows of a reservation that are not readable events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MalformedPolicy {
-    /// Reported, then left reserved (the portal deletes them after 30 days).
-    Park,
-    /// Reported, then deleted (`event.offline.clear`).
-    Clear,
-}
-
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub limit: Option<f64>,
-    pub concurrency: usize,
-    pub errors: ErrorPolicy,
-    pub malformed: MalformedPolicy,
-    /// Keep polling when the queue is empty: (first delay, longest delay) in ms.
-    pub poll: Option<(f64, f64)>,
-    /// A handler that has not settled after this long fails its batch.
-    pub handler_timeout_ms: f64,
-    pub filter: Option<Tree>,
-    pub order: Option<Tree>,
-}
-
-/// A reservation older than this, found by a sweep and journaled by nobody, is stranded.
-pub const STRANDED_AFTER_MS: f64 = 10.0 * 60_000.0;
-/// How long a handler may take with one batch by default.
-pub const HANDLER_TIMEOUT_MS: f64 = 5.0 * 60_000.0;
 /// Parked events are given up this long after their last change: well before the portal's
 /// daily job deletes reserved rows 30 days after it.
 pub const EXPIRING_AFTER_MS: f64 = 25.0 * 86_400_000.0;
-
-/// The shortest `strandedAfterMs` that is safe: a consumer reserves (one request), runs the
-/// handler, then settles (up to three requests: clear, re-select, error) before anyone may
-/// take its reservation over.
-pub fn min_stranded_after_ms(handler_timeout_ms: f64, request_timeout_ms: f64) -> f64 {
-    handler_timeout_ms + 4.0 * request_timeout_ms + 1000.0
-}
-
-/// Checks `strandedAfterMs` against its safe minimum.
-pub fn check_stranded_after(
-    ms: f64,
-    handler_timeout_ms: f64,
-    request_timeout_ms: f64,
-) -> Result<()> {
-    let min = min_stranded_after_ms(handler_timeout_ms, request_timeout_ms);
-    if ms >= min {
-        return Ok(());
-    }
-    Err(B24Error::invalid(
-        "strandedAfterMs",
-        &[
-            "must be at least ",
-            &(min as u64).to_string(),
-            " ms: the handler timeout plus four request timeouts plus a second, the longest a live consumer may hold a reservation (lower handlerTimeoutMs or timeoutMs to go lower)",
-        ]
-        .concat(),
-    ))
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            limit: None,
-            concurrency: 1,
-            errors: ErrorPolicy::Include,
-            malformed: MalformedPolicy::Park,
-            poll: None,
-            handler_timeout_ms: HANDLER_TIMEOUT_MS,
-            filter: None,
-            order: None,
-        }
-    }
-}
 
 /// Counters reported as the run goes and returned at the end.
 #[derive(Debug, Clone, Default, PartialEq)]

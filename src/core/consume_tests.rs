@@ -3,12 +3,11 @@
 //! acknowledgement, a lost reservation, abort mid-batch, resume from the journal, the
 //! error-queue policies, and parallel consumers.
 
-use super::consume::{
-    consume, ensure_extended, Batch, ErrorPolicy, Flow, Handler, Options, Outcome,
-};
+use super::consume::{consume, ensure_extended, Batch, Flow, Handler, Outcome};
 use super::error::code;
 use super::journal::Journal;
 use super::model::Features;
+use super::options::{ErrorPolicy, Options};
 use super::platform::Platform;
 use super::testkit::{block_on, client, Fake};
 use super::testworld::*;

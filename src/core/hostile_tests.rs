@@ -4,13 +4,13 @@
 //! sweepers, repeated expired tokens, a hanging handler, malformed rows, parked events near the
 //! portal's expiry, sweeps during long drains, redirects. Each case states its outcome.
 
-use super::consume::{
-    check_stranded_after, consume, min_stranded_after_ms, resolve, Batch, DeadReason, ErrorPolicy,
-    EventRef, Flow, Handler, MalformedPolicy, Options, Outcome,
-};
+use super::consume::{consume, resolve, Batch, DeadReason, EventRef, Flow, Handler, Outcome};
 use super::error::code;
 use super::journal::{Journal, MemoryStore, Store};
 use super::offline::GetArgs;
+use super::options::{
+    check_stranded_after, min_stranded_after_ms, ErrorPolicy, MalformedPolicy, Options,
+};
 use super::platform::TransportError;
 use super::testkit::{block_on, client, Fake, SECRET};
 use super::testworld::*;

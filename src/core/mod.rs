@@ -14,6 +14,7 @@ pub mod journal;
 pub mod limiter;
 pub mod model;
 pub mod offline;
+pub mod options;
 pub mod origin;
 pub mod out;
 pub mod platform;

@@ -4,12 +4,13 @@
 //! and a reporter that keeps what it was told.
 
 use super::consume::{
-    consume, Batch, DeadReason, EventRef, Flow, Handler, Options, Outcome, Progress, Reporter,
+    consume, Batch, DeadReason, EventRef, Flow, Handler, Outcome, Progress, Reporter,
 };
 use super::error::B24Error;
 use super::journal::{Journal, MemoryStore, Store};
 use super::model::OfflineEvent;
 use super::offline::Queue;
+use super::options::Options;
 use super::platform::{HttpResponse, TransportError};
 use super::testkit::{block_on, client, Fake, SECRET};
 use crate::core::joint::LocalBoxFuture;

@@ -5,6 +5,7 @@
 use super::platform::prop;
 use crate::core::args::Tree;
 use crate::core::error::{B24Error, Result};
+use crate::core::options::Given;
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -157,6 +158,25 @@ pub fn tree(v: &JsValue, name: &str) -> Result<Tree> {
 
 pub fn opt_tree(v: &JsValue, key: &str) -> Result<Option<Tree>> {
     field(v, key).map(|f| tree(&f, key)).transpose()
+}
+
+/// An options object, read field by field for the core's resolution (`core::options`).
+impl Given for JsValue {
+    fn number(&self, key: &str) -> Result<Option<f64>> {
+        opt_f64(self, key)
+    }
+    fn text(&self, key: &str) -> Result<Option<String>> {
+        opt_str(self, key)
+    }
+    fn flag(&self, key: &str) -> Result<Option<bool>> {
+        opt_bool(self, key)
+    }
+    fn tree(&self, key: &str) -> Result<Option<Tree>> {
+        opt_tree(self, key)
+    }
+    fn nested(&self, key: &str) -> Option<JsValue> {
+        field(self, key).filter(|f| f.is_object())
+    }
 }
 
 /// A list of strings, or one string.

@@ -4,23 +4,20 @@
 //! handler answers, callbacks and options.
 
 use super::calls::{promise, WebClient};
-use super::convert::{
-    field, js_error, opt_bool, opt_f64, opt_fn, opt_signal, opt_str, opt_tree, options,
-};
+use super::convert::{field, js_error, opt_bool, opt_fn, opt_signal, options};
 use super::platform::{key, put, to_js, JsData, WebPlatform};
 use super::store::call_async;
 use crate::core::consume::{
-    check_stranded_after, ensure_extended, min_stranded_after_ms, resolve, Batch, DeadReason,
-    ErrorPolicy, EventRef, Flow, Handler, Liveness, MalformedPolicy, Options, Outcome, Progress,
-    Reporter, HANDLER_TIMEOUT_MS, STRANDED_AFTER_MS,
+    ensure_extended, resolve, Batch, DeadReason, EventRef, Flow, Handler, Liveness, Outcome,
+    Progress, Reporter,
 };
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::journal::Journal;
 use crate::core::model::OfflineEvent;
 use crate::core::offline::{GetArgs, Queue};
+use crate::core::options::{get_args, reserve_args, Holds, Options};
 use crate::core::platform::Platform;
-use crate::core::time::MAX_DELAY_MS;
 use crate::core::validate;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use std::cell::RefCell;
@@ -109,13 +106,6 @@ pub(super) struct Parts {
     pub(super) alarm: Rc<crate::core::joint::Alarm>,
 }
 
-/// How long reservations are held and handled.
-#[derive(Clone, Copy)]
-struct Holds {
-    hold_ms: f64,
-    handler_timeout_ms: f64,
-}
-
 impl Parts {
     fn queue(&self) -> Queue<'_, WebPlatform> {
         Queue {
@@ -142,7 +132,7 @@ impl Parts {
             signed: self.alive.held(),
             liveness: Some(&LIVENESS),
             hold_ms: holds.hold_ms,
-            handle_ms: holds.handler_timeout_ms + 2.0 * self.client.config.timeout_ms,
+            handle_ms: holds.handle_ms(self.client.config.timeout_ms),
         }
     }
 
@@ -175,36 +165,12 @@ impl Parts {
         Ok(p)
     }
 
-    /// The hold settings of `opts`: `handlerTimeoutMs` and `strandedAfterMs`, the latter at
-    /// least its safe minimum (and by default at least ten minutes).
+    /// The hold settings of `opts` (`core::options`); one copy for the three runs that read them
+    /// (inlined, it was copied into each: 0.3 KB).
+    #[inline(never)]
     fn holds(&self, opts: &JsValue) -> Result<Holds> {
-        let handler_timeout_ms = match opt_f64(opts, "handlerTimeoutMs")? {
-            Some(t) => (validate::positive("handlerTimeoutMs", t)? as f64).min(MAX_DELAY_MS),
-            None => HANDLER_TIMEOUT_MS,
-        };
-        let timeout = self.client.config.timeout_ms;
-        let hold_ms = match opt_f64(opts, "strandedAfterMs")? {
-            Some(ms) => {
-                let ms = validate::positive("strandedAfterMs", ms)? as f64;
-                check_stranded_after(ms, handler_timeout_ms, timeout)?;
-                ms
-            }
-            None => STRANDED_AFTER_MS.max(min_stranded_after_ms(handler_timeout_ms, timeout)),
-        };
-        Ok(Holds {
-            hold_ms,
-            handler_timeout_ms,
-        })
+        Holds::resolve(opts, self.client.config.timeout_ms)
     }
-}
-
-fn get_args(opts: &JsValue) -> Result<GetArgs> {
-    Ok(GetArgs {
-        filter: opt_tree(opts, "filter")?,
-        order: opt_tree(opts, "order")?,
-        limit: opt_f64(opts, "limit")?,
-        ..GetArgs::default()
-    })
 }
 
 /// One entry of `failed` (or of `ack`/`fail`): a message id, a row id, or an event object.
@@ -500,73 +466,11 @@ impl Reporter<JsData> for JsReporter {
     }
 }
 
-fn error_policy(opts: &JsValue) -> Result<ErrorPolicy> {
-    let Some(v) = field(opts, "errors") else {
-        return Ok(ErrorPolicy::Include);
-    };
-    let bad = || B24Error::invalid("errors", "must be 'include', 'skip' or { retries: n }");
-    if let Some(name) = v.as_string() {
-        return match name.as_str() {
-            "include" => Ok(ErrorPolicy::Include),
-            "skip" => Ok(ErrorPolicy::Skip),
-            _ => Err(bad()),
-        };
-    }
-    match opt_f64(&v, "retries")? {
-        Some(n) => Ok(ErrorPolicy::Retry(
-            validate::positive("errors.retries", n)?.min(1000) as u32,
-        )),
-        None => Err(bad()),
-    }
-}
-
-fn malformed_policy(opts: &JsValue) -> Result<MalformedPolicy> {
-    match opt_str(opts, "malformed")?.as_deref() {
-        None | Some("park") => Ok(MalformedPolicy::Park),
-        Some("clear") => Ok(MalformedPolicy::Clear),
-        Some(_) => Err(B24Error::invalid("malformed", "must be 'park' or 'clear'")),
-    }
-}
-
-fn delay(opts: &JsValue, key: &str, default: f64) -> Result<f64> {
-    Ok(match opt_f64(opts, key)? {
-        Some(d) => (validate::positive(key, d)? as f64).min(MAX_DELAY_MS),
-        None => default,
-    })
-}
-
-fn consume_options(opts: &JsValue, holds: Holds) -> Result<Options> {
-    let args = get_args(opts)?;
-    let concurrency = match opt_f64(opts, "concurrency")? {
-        Some(c) => validate::positive("concurrency", c)?.min(16) as usize,
-        None => 1,
-    };
-    let poll = match opt_bool(opts, "poll")? {
-        Some(true) => {
-            let first = delay(opts, "idleDelay", 1000.0)?;
-            let longest = delay(opts, "maxIdleDelay", 30_000.0)?;
-            Some((first, longest.max(first)))
-        }
-        _ => None,
-    };
-    Ok(Options {
-        limit: args.limit,
-        concurrency,
-        errors: error_policy(opts)?,
-        malformed: malformed_policy(opts)?,
-        poll,
-        handler_timeout_ms: holds.handler_timeout_ms,
-        filter: args.filter,
-        order: args.order,
-    })
-}
-
 /// `OfflineQueue.reserve()` (docs there).
 pub(super) fn reserve(parts: Parts, opts: Option<JsValue>) -> Promise {
     promise(async move {
         let opts = options(opts.as_ref(), "options")?;
-        let mut args = get_args(&opts)?;
-        args.error = opt_bool(&opts, "errors")?.unwrap_or(false);
+        let args = reserve_args(&opts)?;
         let holds = parts.holds(&opts)?;
         let signal = opt_signal(&opts)?;
         let prepared = parts.prepare(signal.as_ref()).await?;
@@ -637,7 +541,7 @@ pub(super) fn consume(parts: Parts, handler: Function, opts: Option<JsValue>) ->
     promise(async move {
         let opts = options(opts.as_ref(), "options")?;
         let holds = parts.holds(&opts)?;
-        let options = consume_options(&opts, holds)?;
+        let options = Options::resolve(&opts, holds)?;
         let signal = opt_signal(&opts)?;
         let exclusive = opt_bool(&opts, "exclusive")?.unwrap_or(true);
         let reporter = JsReporter {
