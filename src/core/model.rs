@@ -103,6 +103,13 @@ pub struct ListPage<D> {
     pub malformed: Vec<D>,
 }
 
+/// One event of a `bind()`: `created` is false when it was bound already.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bound {
+    pub event: String,
+    pub created: bool,
+}
+
 /// One entry of `event.get`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Binding {

@@ -8,7 +8,7 @@ use super::batch::{self, Command};
 use super::client::{CallOptions, Client};
 use super::envelope::shape;
 use super::error::{B24Error, Result};
-use super::model::{Binding, Features, ListPage, OfflineEvent, Taken};
+use super::model::{Binding, Bound, Features, ListPage, OfflineEvent, Taken};
 use super::platform::Platform;
 use super::read::{field_uint, flag};
 use super::retry::Idempotency;
@@ -337,11 +337,7 @@ impl<'a, P: Platform> Queue<'a, P> {
 
     /// Binds events to this queue (`event_type=offline`, no handler). Binding an event that is
     /// already bound is not an error: the result says which were new.
-    pub async fn bind(
-        &self,
-        events: &[String],
-        signal: Option<&P::Signal>,
-    ) -> Result<Vec<(String, bool)>> {
+    pub async fn bind(&self, events: &[String], signal: Option<&P::Signal>) -> Result<Vec<Bound>> {
         if events.is_empty() {
             return Err(B24Error::invalid("events", "give at least one event name"));
         }
@@ -378,8 +374,14 @@ impl<'a, P: Platform> Queue<'a, P> {
             .into_iter()
             .zip(items)
             .map(|(name, item)| match item.result {
-                Ok(_) => Ok((name, true)),
-                Err(e) if is_already_bound(&e) => Ok((name, false)),
+                Ok(_) => Ok(Bound {
+                    event: name,
+                    created: true,
+                }),
+                Err(e) if is_already_bound(&e) => Ok(Bound {
+                    event: name,
+                    created: false,
+                }),
                 Err(e) => Err(e),
             })
             .collect()

@@ -8,7 +8,7 @@ use super::client::Stats;
 use super::consume::Progress;
 use super::frame::InitData;
 use super::limiter::MethodOperating;
-use super::model::{Binding, Features, ListPage, OfflineEvent};
+use super::model::{Binding, Bound, Features, ListPage, OfflineEvent};
 use super::signal::Signal;
 
 /// A value as JavaScript gets it. `D` is the platform's opaque data, passed through.
@@ -86,6 +86,15 @@ impl<D> ToOut<D> for ListPage<D> {
                 "malformed",
                 (!self.malformed.is_empty()).then(|| data(&self.malformed)),
             ),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for Bound {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("event", text(&self.event)),
+            ("created", Some(Out::Bool(self.created))),
         ])
     }
 }

@@ -6,6 +6,7 @@ use super::batch::{self, Command};
 use super::client::CallOptions;
 use super::error::code;
 use super::limiter::{RateLimit, STANDARD};
+use super::model::Bound;
 use super::offline::{GetArgs, Queue, Selection};
 use super::retry::Idempotency;
 use super::testkit::block_on;
@@ -464,8 +465,14 @@ fn reservations_and_bindings_decode() {
     assert_eq!(
         bound,
         vec![
-            ("ONCRMDEALADD".to_string(), true),
-            ("ONCRMDEALUPDATE".to_string(), false)
+            Bound {
+                event: "ONCRMDEALADD".into(),
+                created: true
+            },
+            Bound {
+                event: "ONCRMDEALUPDATE".into(),
+                created: false
+            }
         ]
     );
 }

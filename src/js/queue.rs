@@ -162,14 +162,7 @@ impl OfflineQueue {
                 let bound = q
                     .bind(&strings(&events, "events")?, signal.as_ref())
                     .await?;
-                let out = js_sys::Array::new();
-                for (event, created) in bound {
-                    let o = Object::new();
-                    put(&o, &key("event"), &JsValue::from_str(&event));
-                    put(&o, &key("created"), &JsValue::from_bool(created));
-                    out.push(&o);
-                }
-                Ok(out.into())
+                Ok(to_js(&bound))
             })
         })
     }
