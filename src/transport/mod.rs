@@ -82,7 +82,11 @@ pub async fn post_json(
         .map_err(|e| match e.as_string().as_deref() {
             Some("timeout") => TransportError::Timeout,
             Some("aborted") => TransportError::Aborted,
-            Some(why) => TransportError::Network(why.trim_start_matches("network: ").to_string()),
+            // strip_prefix, not trim_start_matches: that one brought std's substring searcher
+            // and its panic formatting into the wasm (5 KB gzip).
+            Some(why) => {
+                TransportError::Network(why.strip_prefix("network: ").unwrap_or(why).into())
+            }
             None => TransportError::Network("fetch failed".into()),
         })?;
     let part = |i: u32| js_sys::Reflect::get_u32(&answer, i).unwrap_or(JsValue::UNDEFINED);
