@@ -4,6 +4,7 @@
 
 use super::args::{Arg, Body};
 use super::auth::Auth;
+use super::digits::decimal;
 use super::envelope::{decode, Reply};
 use super::error::{code, B24Error, Kind, Result};
 use super::limiter::{Bucket, MethodOperating, Operating, RateLimit};
@@ -352,7 +353,7 @@ impl<P: Platform> Client<P> {
                             " after ",
                             &err.message(),
                             " (retry ",
-                            &attempt.to_string(),
+                            &decimal(attempt as i64),
                             ")",
                         ]
                         .concat(),

@@ -21,6 +21,7 @@
 //! are written out in `docs/reservations.md`.
 
 use super::args::Tree;
+use super::digits::decimal;
 use super::error::{code, B24Error, Kind, Result};
 use super::joint::Alarm;
 use super::journal::{Entry, Journal};
@@ -93,14 +94,14 @@ pub fn resolve<D>(
             EventRef::Both(id, m) => events
                 .iter()
                 .position(|e| e.id == *id && &e.message_id == m),
-            EventRef::Invalid(why) => return Err(["[", &i.to_string(), "] ", why].concat()),
+            EventRef::Invalid(why) => return Err(["[", &decimal(i as i64), "] ", why].concat()),
         };
         match hit {
             Some(at) => named[at] = true,
             None => {
                 return Err([
                     "[",
-                    &i.to_string(),
+                    &decimal(i as i64),
                     "] names no event of this batch (give message ids, row ids or the event objects handed over)",
                 ]
                 .concat())
@@ -463,7 +464,7 @@ impl<P: Platform> Flow<'_, P> {
             Level::Info,
             &[
                 "released a stranded reservation of ",
-                &sent.len().to_string(),
+                &decimal(sent.len() as i64),
                 " events into the error queue",
             ]
             .concat(),
@@ -795,7 +796,7 @@ impl<P: Platform> Run<'_, P> {
                 Outcome::Invalid(
                     [
                         "the handler did not settle within ",
-                        &(limit as u64).to_string(),
+                        &decimal(limit as i64),
                         " ms",
                     ]
                     .concat(),
@@ -847,7 +848,7 @@ impl<P: Platform> Run<'_, P> {
             self.log(
                 Level::Warn,
                 &[
-                    &rows.len().to_string(),
+                    &decimal(rows.len() as i64),
                     " rows of a reservation are not readable events (reported to onMalformed)",
                 ]
                 .concat(),

@@ -10,6 +10,7 @@
 //! ownership rules built on it.
 
 use super::args::url_encode;
+use super::digits::decimal;
 use super::error::{code, B24Error, Result};
 use super::joint::{LocalBoxFuture, Lock};
 use super::signal::url_decode;
@@ -117,7 +118,7 @@ impl Entry {
             self.malformed as u64,
         ] {
             out.push(' ');
-            out.push_str(&n.to_string());
+            out.push_str(&decimal(n as i64));
         }
         out.push('\n');
         for (i, m) in self.message_ids.iter().enumerate() {
@@ -203,7 +204,7 @@ impl Index {
             out.push_str("\nS ");
             url_encode(&mut out, pid);
             out.push(' ');
-            out.push_str(&ms(*seen).to_string());
+            out.push_str(&decimal(ms(*seen) as i64));
         }
         out
     }

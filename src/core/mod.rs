@@ -6,6 +6,7 @@ pub mod auth;
 pub mod batch;
 pub mod client;
 pub mod consume;
+pub mod digits;
 pub mod envelope;
 pub mod error;
 pub mod frame;

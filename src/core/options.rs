@@ -3,6 +3,7 @@
 //! binding only reads fields and the native tests hold the rules.
 
 use super::args::Tree;
+use super::digits::decimal;
 use super::error::{B24Error, Result};
 use super::offline::GetArgs;
 use super::time::MAX_DELAY_MS;
@@ -85,7 +86,7 @@ pub fn check_stranded_after(
         "strandedAfterMs",
         &[
             "must be at least ",
-            &(min as u64).to_string(),
+            &decimal(min as i64),
             " ms: the handler timeout plus four request timeouts plus a second, the longest a live consumer may hold a reservation (lower handlerTimeoutMs or timeoutMs to go lower)",
         ]
         .concat(),

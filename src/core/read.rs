@@ -3,6 +3,7 @@
 //! in the wasm build this is a handful of `Reflect.get`s instead of a serde deserializer per type.
 
 use super::args::Tree;
+use super::digits::decimal;
 use super::platform::Platform;
 
 /// Whether `needle` occurs in `text`: a plain scan, where std's two-way substring search
@@ -91,7 +92,7 @@ pub fn keyed<P: Platform>(v: Option<P::Data>) -> Vec<(String, P::Data)> {
         return items
             .into_iter()
             .enumerate()
-            .map(|(i, x)| (i.to_string(), x))
+            .map(|(i, x)| (decimal(i as i64), x))
             .collect();
     }
     P::entries(&v).unwrap_or_default()

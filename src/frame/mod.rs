@@ -3,6 +3,7 @@
 //! popup or the app itself cannot answer for the portal), and requests to the parent window
 //! with a callback id and a timeout.
 
+use crate::core::digits::decimal;
 use crate::core::error::{code, B24Error, Result};
 use crate::core::frame::{callback_id, command_text, split_answer};
 use js_sys::{Function, Promise};
@@ -157,7 +158,7 @@ impl Channel {
                     "the portal did not answer ",
                     command,
                     " within ",
-                    &(timeout_ms as u64).to_string(),
+                    &decimal(timeout_ms as i64),
                     " ms",
                 ]
                 .concat(),

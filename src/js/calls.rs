@@ -6,6 +6,7 @@ use super::platform::{key, put, JsData, WebPlatform};
 use crate::core::args::{Body, Tree};
 use crate::core::batch::{self, Command};
 use crate::core::client::{CallOptions, Client};
+use crate::core::digits::decimal;
 use crate::core::error::{B24Error, Result};
 use crate::core::retry::{is_read_method, Idempotency};
 use crate::core::validate;
@@ -96,7 +97,7 @@ pub fn run_batch(
             Tree::List(items) => items
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| (i.to_string(), v))
+                .map(|(i, v)| (decimal(i as i64), v))
                 .collect(),
             _ => {
                 return Err(B24Error::invalid(

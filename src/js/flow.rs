@@ -11,6 +11,7 @@ use crate::core::consume::{
     ensure_extended, resolve, Batch, DeadReason, EventRef, Flow, Handler, Liveness, Outcome,
     Progress, Reporter,
 };
+use crate::core::digits::decimal;
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::journal::Journal;
@@ -497,7 +498,7 @@ pub(super) fn take(parts: Parts, opts: Option<JsValue>) -> Promise {
                 crate::core::platform::Level::Warn,
                 &[
                     "take() read ",
-                    &taken.malformed.len().to_string(),
+                    &decimal(taken.malformed.len() as i64),
                     " rows that are not readable events; the portal deleted them with the rest",
                 ]
                 .concat(),

@@ -7,6 +7,7 @@ use super::convert::{
     options, req_str, strings,
 };
 use super::platform::{key, put, to_js, JsData, WebPlatform};
+use crate::core::digits::decimal;
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
@@ -301,7 +302,7 @@ impl OfflineQueue {
                             crate::core::platform::Level::Warn,
                             &[
                                 "listAll() skipped ",
-                                &page.malformed.len().to_string(),
+                                &decimal(page.malformed.len() as i64),
                                 " rows that are not readable events",
                             ]
                             .concat(),

@@ -1,0 +1,51 @@
+//! Integers as decimal text, written by hand: `to_string()` on an integer links `core::fmt`'s
+//! integer formatting into the wasm, and the library prints integers in a dozen places
+//! (counts in messages, journal lines, batch command names).
+
+/// `n` in decimal, with a `-` when negative.
+pub fn decimal(n: i64) -> String {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut m = n.unsigned_abs();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (m % 10) as u8;
+        m /= 10;
+        if m == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(buf.len() - i + 1);
+    if n < 0 {
+        out.push('-');
+    }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decimal;
+
+    #[test]
+    fn prints_as_to_string_does() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12345,
+            -1,
+            -10,
+            -987654321,
+            i64::MAX,
+            i64::MIN,
+        ] {
+            assert_eq!(decimal(n), n.to_string());
+        }
+    }
+}
