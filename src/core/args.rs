@@ -5,7 +5,7 @@
 //! as opaque `D` (passed through untouched) or as a [`Tree`] when the core must look inside
 //! (filters to validate, batch parameters to turn into query strings).
 
-use super::digits::decimal;
+use super::digits::{decimal, signed};
 
 /// One argument of a request body. `Data` is a value the app gave us, passed through as is.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,7 +142,7 @@ impl Tree {
 /// by hand is printed with up to 9 decimals here, without pulling float formatting into wasm.
 fn num_text(n: f64) -> String {
     if n.fract() == 0.0 && n.abs() < 9.0e15 {
-        return decimal(n as i64);
+        return signed(n as i64);
     }
     if !n.is_finite() {
         return "0".to_string();
@@ -158,10 +158,10 @@ fn num_text(n: f64) -> String {
     if n < 0.0 {
         out.push('-');
     }
-    out.push_str(&decimal(int as i64));
+    out.push_str(&decimal(int));
     if digits > 0 {
         out.push('.');
-        let f = decimal(frac as i64);
+        let f = decimal(frac);
         out.extend(std::iter::repeat_n('0', digits - f.len()));
         out.push_str(&f);
     }
@@ -211,7 +211,7 @@ fn push_pair(out: &mut String, key: &str, v: &Tree) {
         Tree::Str(s) => scalar(out, s),
         Tree::List(items) => {
             for (i, item) in items.iter().enumerate() {
-                let sub = [key, "%5B", &decimal(i as i64), "%5D"].concat();
+                let sub = [key, "%5B", &decimal(i as u64), "%5D"].concat();
                 push_pair(out, &sub, item);
             }
         }

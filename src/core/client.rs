@@ -353,7 +353,7 @@ impl<P: Platform> Client<P> {
                             " after ",
                             &err.message(),
                             " (retry ",
-                            &decimal(attempt as i64),
+                            &decimal(attempt as u64),
                             ")",
                         ]
                         .concat(),

@@ -94,14 +94,14 @@ pub fn resolve<D>(
             EventRef::Both(id, m) => events
                 .iter()
                 .position(|e| e.id == *id && &e.message_id == m),
-            EventRef::Invalid(why) => return Err(["[", &decimal(i as i64), "] ", why].concat()),
+            EventRef::Invalid(why) => return Err(["[", &decimal(i as u64), "] ", why].concat()),
         };
         match hit {
             Some(at) => named[at] = true,
             None => {
                 return Err([
                     "[",
-                    &decimal(i as i64),
+                    &decimal(i as u64),
                     "] names no event of this batch (give message ids, row ids or the event objects handed over)",
                 ]
                 .concat())
@@ -464,7 +464,7 @@ impl<P: Platform> Flow<'_, P> {
             Level::Info,
             &[
                 "released a stranded reservation of ",
-                &decimal(sent.len() as i64),
+                &decimal(sent.len() as u64),
                 " events into the error queue",
             ]
             .concat(),
@@ -796,7 +796,7 @@ impl<P: Platform> Run<'_, P> {
                 Outcome::Invalid(
                     [
                         "the handler did not settle within ",
-                        &decimal(limit as i64),
+                        &decimal(limit as u64),
                         " ms",
                     ]
                     .concat(),
@@ -848,7 +848,7 @@ impl<P: Platform> Run<'_, P> {
             self.log(
                 Level::Warn,
                 &[
-                    &decimal(rows.len() as i64),
+                    &decimal(rows.len() as u64),
                     " rows of a reservation are not readable events (reported to onMalformed)",
                 ]
                 .concat(),

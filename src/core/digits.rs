@@ -2,32 +2,34 @@
 //! integer formatting into the wasm, and the library prints integers in a dozen places
 //! (counts in messages, journal lines, batch command names).
 
-/// `n` in decimal, with a `-` when negative.
-pub fn decimal(n: i64) -> String {
+/// `n` in decimal.
+pub fn decimal(mut n: u64) -> String {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
-    let mut m = n.unsigned_abs();
     loop {
         i -= 1;
-        buf[i] = b'0' + (m % 10) as u8;
-        m /= 10;
-        if m == 0 {
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
             break;
         }
     }
-    let mut out = String::with_capacity(buf.len() - i + 1);
+    buf[i..].iter().map(|&b| b as char).collect()
+}
+
+/// `n` in decimal, with a `-` when negative.
+pub fn signed(n: i64) -> String {
+    let digits = decimal(n.unsigned_abs());
     if n < 0 {
-        out.push('-');
+        ["-", &digits].concat()
+    } else {
+        digits
     }
-    for &b in &buf[i..] {
-        out.push(b as char);
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
-    use super::decimal;
+    use super::{decimal, signed};
 
     #[test]
     fn prints_as_to_string_does() {
@@ -39,13 +41,14 @@ mod tests {
             99,
             100,
             12345,
-            -1,
-            -10,
-            -987654321,
-            i64::MAX,
-            i64::MIN,
+            i64::MAX as u64,
+            i64::MAX as u64 + 1,
+            u64::MAX,
         ] {
             assert_eq!(decimal(n), n.to_string());
+        }
+        for n in [0, 1, -1, -10, 987654321, -987654321, i64::MAX, i64::MIN] {
+            assert_eq!(signed(n), n.to_string());
         }
     }
 }

@@ -118,7 +118,7 @@ impl Entry {
             self.malformed as u64,
         ] {
             out.push(' ');
-            out.push_str(&decimal(n as i64));
+            out.push_str(&decimal(n));
         }
         out.push('\n');
         for (i, m) in self.message_ids.iter().enumerate() {
@@ -204,7 +204,7 @@ impl Index {
             out.push_str("\nS ");
             url_encode(&mut out, pid);
             out.push(' ');
-            out.push_str(&decimal(ms(*seen) as i64));
+            out.push_str(&decimal(ms(*seen)));
         }
         out
     }

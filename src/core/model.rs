@@ -2,7 +2,7 @@
 //! `ERROR` as `"0"`) and written in the shapes JavaScript code expects (`id: 2`, `error: false`).
 //! `D` is the platform's opaque JSON value: event data is handed to the app untouched.
 
-use super::digits::decimal;
+use super::digits::signed;
 use super::platform::Platform;
 use super::read::{field_text, field_uint, flag};
 
@@ -124,7 +124,7 @@ pub struct Binding {
 impl Binding {
     pub fn read<P: Platform>(v: &P::Data) -> Option<Binding> {
         let auth_type = P::field(v, "auth_type")
-            .and_then(|a| P::text(&a).or_else(|| P::number(&a).map(|n| decimal(n as i64))));
+            .and_then(|a| P::text(&a).or_else(|| P::number(&a).map(|n| signed(n as i64))));
         Some(Binding {
             event: field_text::<P>(v, "event")?,
             offline: P::field(v, "offline")

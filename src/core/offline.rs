@@ -139,7 +139,7 @@ impl<'a, P: Platform> Queue<'a, P> {
             }
             let ids = ids.iter().map(|m| Tree::Str(m.clone())).collect();
             commands.push(Command {
-                name: ["a", &decimal(i as i64)].concat(),
+                name: ["a", &decimal(i as u64)].concat(),
                 method: CLEAR.to_string(),
                 params: Some(Tree::Map(vec![
                     ("process_id".into(), Tree::Str(pid.clone())),
@@ -153,7 +153,7 @@ impl<'a, P: Platform> Queue<'a, P> {
                 .map(|(k, v)| (k.to_string(), v.to_tree()))
                 .collect();
             commands.push(Command {
-                name: ["g", &decimal(i as i64)].concat(),
+                name: ["g", &decimal(i as u64)].concat(),
                 method: GET.to_string(),
                 params: Some(Tree::Map(params)),
             });
@@ -364,7 +364,7 @@ impl<'a, P: Platform> Queue<'a, P> {
                     p.push(("auth_connector".to_string(), Tree::Str(c.to_string())));
                 }
                 Command {
-                    name: ["e", &decimal(i as i64)].concat(),
+                    name: ["e", &decimal(i as u64)].concat(),
                     method: "event.bind".to_string(),
                     params: Some(Tree::Map(p)),
                 }

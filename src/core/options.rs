@@ -86,7 +86,7 @@ pub fn check_stranded_after(
         "strandedAfterMs",
         &[
             "must be at least ",
-            &decimal(min as i64),
+            &decimal(min as u64),
             " ms: the handler timeout plus four request timeouts plus a second, the longest a live consumer may hold a reservation (lower handlerTimeoutMs or timeoutMs to go lower)",
         ]
         .concat(),

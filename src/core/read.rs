@@ -92,7 +92,7 @@ pub fn keyed<P: Platform>(v: Option<P::Data>) -> Vec<(String, P::Data)> {
         return items
             .into_iter()
             .enumerate()
-            .map(|(i, x)| (decimal(i as i64), x))
+            .map(|(i, x)| (decimal(i as u64), x))
             .collect();
     }
     P::entries(&v).unwrap_or_default()

@@ -158,7 +158,7 @@ impl Channel {
                     "the portal did not answer ",
                     command,
                     " within ",
-                    &decimal(timeout_ms as i64),
+                    &decimal(timeout_ms as u64),
                     " ms",
                 ]
                 .concat(),

@@ -97,7 +97,7 @@ pub fn run_batch(
             Tree::List(items) => items
                 .into_iter()
                 .enumerate()
-                .map(|(i, v)| (decimal(i as i64), v))
+                .map(|(i, v)| (decimal(i as u64), v))
                 .collect(),
             _ => {
                 return Err(B24Error::invalid(

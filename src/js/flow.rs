@@ -498,7 +498,7 @@ pub(super) fn take(parts: Parts, opts: Option<JsValue>) -> Promise {
                 crate::core::platform::Level::Warn,
                 &[
                     "take() read ",
-                    &decimal(taken.malformed.len() as i64),
+                    &decimal(taken.malformed.len() as u64),
                     " rows that are not readable events; the portal deleted them with the rest",
                 ]
                 .concat(),

@@ -302,7 +302,7 @@ impl OfflineQueue {
                             crate::core::platform::Level::Warn,
                             &[
                                 "listAll() skipped ",
-                                &decimal(page.malformed.len() as i64),
+                                &decimal(page.malformed.len() as u64),
                                 " rows that are not readable events",
                             ]
                             .concat(),
