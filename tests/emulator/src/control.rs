@@ -59,6 +59,15 @@ pub fn handle(
         ("stats", "GET") => Ok(stats(shared)),
         ("trap", "GET") => Ok(json!({ "requests": shared.lock().trapped.clone() })),
         ("cert", "GET") => Ok(json!({ "pem": crate::server::certificate_pem() })),
+        ("portals", "GET") => Ok(crate::portals::list(shared)),
+        ("portal", "GET") => {
+            let mut p = crate::portals::describe(shared);
+            let h = shared.lock().health.clone();
+            p["deleted"] = json!(h.deleted);
+            p["slow_ms"] = json!(h.slow_ms);
+            Ok(p)
+        }
+        ("portal", _) if post => crate::portals::health(shared, body),
         _ => return None,
     })
 }

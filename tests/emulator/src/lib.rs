@@ -18,6 +18,7 @@ pub mod notify;
 pub mod oauth;
 pub mod params;
 pub mod portal;
+pub mod portals;
 pub mod queue;
 pub mod rest;
 pub mod server;

@@ -63,6 +63,7 @@ async fn run(listen: String, tls: bool) -> ExitCode {
         }
     };
     let shared = Arc::new(Shared::new(addr.to_string(), tls));
+    shared.registry.add(shared.clone());
     // The signal handlers exist before the address is announced: a SIGTERM sent as soon as the
     // first line is read must end the process cleanly, not kill it with the default action.
     let shutdown = shutdown_signal();

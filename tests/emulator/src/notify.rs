@@ -14,7 +14,8 @@ use std::time::Duration;
 
 const EVENT: &str = "ONOFFLINEEVENT";
 
-fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+/// The one HTTP client that calls apps' handlers.
+pub fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
     static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
     CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
 }

@@ -23,6 +23,9 @@ pub fn token(shared: &Shared, params: &Params) -> Result<Value, ApiError> {
         .ok_or_else(|| oauth("invalid_request", "refresh_token is required"))?;
     let now = shared.clock.now_ms();
     let mut st = shared.lock();
+    if st.health.deleted {
+        return Err(oauth("invalid_grant", "The portal was deleted"));
+    }
     let grant = st
         .grants
         .get(&refresh)

@@ -126,12 +126,23 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 }
             }
         };
-        return match control::handle(
-            &shared,
-            parts.method.as_str(),
-            name.trim_end_matches('/'),
-            &body,
-        ) {
+        let name = name.trim_end_matches('/');
+        // The control calls that wait: making listeners, calling the app's handler.
+        if parts.method == Method::POST {
+            let waited = match name {
+                "portals" => Some(crate::portals::create(&shared, &body).await),
+                "install" => Some(crate::portals::install(&shared, &body).await),
+                "uninstall" => Some(crate::portals::uninstall(&shared, &body).await),
+                _ => None,
+            };
+            if let Some(r) = waited {
+                return match r {
+                    Ok(v) => json_response(200, &v),
+                    Err(e) => error_response(&e),
+                };
+            }
+        }
+        return match control::handle(&shared, parts.method.as_str(), name, &body) {
             Some(Ok(v)) => json_response(200, &v),
             Some(Err(e)) => error_response(&e),
             None => error_response(&ApiError::new(
@@ -203,7 +214,7 @@ async fn rest_call(
     };
     // Every request that arrives is counted, including those a fault then answers. Whether a
     // fault fires after the method is decided now, while the parameters are at hand.
-    let (before, after) = {
+    let (before, after, health) = {
         let mut st = shared.lock();
         *st.stats.requests.entry(method.clone()).or_default() += 1;
         let before = st.faults.pick(&method, &params, Phase::Before);
@@ -211,8 +222,14 @@ async fn rest_call(
             Some(Kind::Delay(_)) | None => st.faults.pick(&method, &params, Phase::After),
             Some(_) => None,
         };
-        (before, after)
+        (before, after, st.health.clone())
     };
+    if health.slow_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(health.slow_ms)).await;
+    }
+    if health.deleted {
+        return error_response(&ApiError::new(500, "PORTAL_DELETED", "Portal was deleted"));
+    }
     if let Some(kind) = before {
         shared.lock().stats.faults_injected += 1;
         match kind {
@@ -318,7 +335,16 @@ async fn fault_response(kind: Kind, kill: Option<ConnKill>) -> Response {
     }
 }
 
+/// One certificate for every portal of the process (the one `GET /_emulator/cert` gives).
 fn tls_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    static ACCEPTOR: OnceLock<Option<tokio_rustls::TlsAcceptor>> = OnceLock::new();
+    ACCEPTOR
+        .get_or_init(|| make_tls_acceptor().ok())
+        .clone()
+        .ok_or_else(|| std::io::Error::other("cannot make the self-signed certificate"))
+}
+
+fn make_tls_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
     use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer};
     let err = |e: String| std::io::Error::other(e);
     let rcgen::CertifiedKey { cert, key_pair } =

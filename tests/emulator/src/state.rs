@@ -5,12 +5,13 @@ use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::faults::Faults;
 use crate::limits::{Bucket, Operating};
+use crate::portals::{Health, Registry};
 use crate::queue::Queue;
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -163,6 +164,9 @@ impl Config {
 pub struct App {
     pub client_id: String,
     pub application_token: String,
+    /// Removed through `POST /_emulator/uninstall`; installing again gives a new
+    /// application token.
+    pub uninstalled: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +249,7 @@ pub struct State {
     pub last_expiry_ms: i64,
     /// What arrived at `/trap/...` (requests a client should never have sent).
     pub trapped: Vec<Value>,
+    pub health: Health,
 }
 
 impl State {
@@ -265,6 +270,7 @@ impl State {
             stats: Stats::default(),
             notify: HashMap::new(),
             trapped: Vec::new(),
+            health: Health::default(),
             last_expiry_ms: now_ms,
         }
     }
@@ -285,6 +291,7 @@ impl State {
         self.apps.push(App {
             client_id: client_id.to_string(),
             application_token: random_token(32),
+            uninstalled: false,
         });
         self.app_by_client.insert(client_id.to_string(), id);
         id
@@ -324,16 +331,27 @@ impl State {
 
 pub struct Shared {
     pub state: Mutex<State>,
-    pub clock: Clock,
+    /// One clock for every portal of the process.
+    pub clock: Arc<Clock>,
     /// `127.0.0.1:PORT`: what tokens carry as `domain`.
     pub domain: String,
     pub https: bool,
     pub member_id: String,
+    /// Every portal of the process (`crate::portals`).
+    pub registry: Arc<Registry>,
 }
 
 impl Shared {
     pub fn new(domain: String, https: bool) -> Shared {
-        let clock = Clock::default();
+        Shared::with(domain, https, Arc::default(), Arc::default())
+    }
+
+    /// Another portal of the same process: same clock and registry, everything else its own.
+    pub fn sibling(of: &Shared, domain: String) -> Shared {
+        Shared::with(domain, of.https, of.clock.clone(), of.registry.clone())
+    }
+
+    fn with(domain: String, https: bool, clock: Arc<Clock>, registry: Arc<Registry>) -> Shared {
         let now = clock.now_ms();
         Shared {
             state: Mutex::new(State::new(now)),
@@ -341,6 +359,7 @@ impl Shared {
             domain,
             https,
             member_id: random_hex(32),
+            registry,
         }
     }
 

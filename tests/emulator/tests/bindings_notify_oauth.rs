@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Emu;
+use common::{receiver, Emu};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -207,38 +207,6 @@ async fn unbind_removes_the_binding_of_the_connector() {
     let r = unbind(json!({ "event": "ONCRMLEADADD" })).await;
     assert_eq!(r.ok(), &json!({ "count": 1 }));
     assert_eq!(emu.call("event.get", &a, json!({})).await.ok(), &json!([]));
-}
-
-/// A local HTTP receiver for onOfflineEvent: every POST body, parsed as a form.
-async fn receiver() -> (
-    String,
-    mpsc::UnboundedReceiver<(String, HashMap<String, String>)>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let app = axum::Router::new().route(
-        "/hook",
-        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-            let tx = tx.clone();
-            async move {
-                let ctype = headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                let form: HashMap<String, String> = form_urlencoded::parse(body.as_bytes())
-                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                    .collect();
-                let _ = tx.send((ctype, form));
-                "OK"
-            }
-        }),
-    );
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (format!("http://{addr}/hook"), rx)
 }
 
 async fn next_signal(

@@ -175,9 +175,20 @@ impl Emu {
 
     /// A control call; returns (status, body).
     pub async fn ctl_raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Resp {
+        self.ctl_at(&self.base, method, path, body).await
+    }
+
+    /// A control call on another portal of this emulator.
+    pub async fn ctl_at(
+        &self,
+        origin: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Resp {
         let mut req = self
             .http
-            .request(method, format!("{}/_emulator/{path}", self.base));
+            .request(method, format!("{origin}/_emulator/{path}"));
         if let Some(b) = body {
             req = req
                 .header("content-type", "application/json")
@@ -268,6 +279,11 @@ impl Emu {
 
     /// `POST /rest/METHOD` with a JSON body; `auth` is added when given.
     pub async fn call(&self, method: &str, auth: &str, params: Value) -> Resp {
+        self.call_at(&self.base, method, auth, params).await
+    }
+
+    /// `call` on another portal of this emulator (`origin` from `POST /_emulator/portals`).
+    pub async fn call_at(&self, origin: &str, method: &str, auth: &str, params: Value) -> Resp {
         let mut body = match params {
             Value::Object(m) => m,
             Value::Null => serde_json::Map::new(),
@@ -278,7 +294,7 @@ impl Emu {
         }
         self.send(
             self.http
-                .post(format!("{}/rest/{method}", self.base))
+                .post(format!("{origin}/rest/{method}"))
                 .header("content-type", "application/json")
                 .body(Value::Object(body).to_string()),
         )
@@ -349,4 +365,38 @@ pub fn md5_hex(input: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// A local HTTP receiver for what the portal posts to an app (onOfflineEvent, install and
+/// uninstall events): `(content type, the body parsed as a form)` of every POST to `/hook`.
+pub async fn receiver() -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(String, std::collections::HashMap<String, String>)>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let tx = tx.clone();
+            async move {
+                let ctype = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                let form: std::collections::HashMap<String, String> =
+                    form_urlencoded::parse(body.as_bytes())
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                let _ = tx.send((ctype, form));
+                "OK"
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}/hook"), rx)
 }
