@@ -50,7 +50,10 @@ fn moved(origin: &Origin, status: u16, location: Option<&str>) -> B24Error {
             .strip_prefix("https://")
             .or_else(|| l.strip_prefix("http://"))?;
         let authority = rest.split(['/', '?', '#']).next()?;
-        let host = authority.rsplit('@').next()?.to_ascii_lowercase();
+        let host = authority
+            .rsplit_once('@')
+            .map_or(authority, |(_, h)| h)
+            .to_ascii_lowercase();
         Origin::parse(&host, false).ok().map(|o| o.host)
     });
     let mut description = String::from("the portal answered with a redirect");

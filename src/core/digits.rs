@@ -3,7 +3,16 @@
 //! (counts in messages, journal lines, batch command names).
 
 /// `n` in decimal.
-pub fn decimal(mut n: u64) -> String {
+pub fn decimal(n: u64) -> String {
+    write(false, n)
+}
+
+/// `n` in decimal, with a `-` when negative.
+pub fn signed(n: i64) -> String {
+    write(n < 0, n.unsigned_abs())
+}
+
+fn write(negative: bool, mut n: u64) -> String {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {
@@ -14,17 +23,14 @@ pub fn decimal(mut n: u64) -> String {
             break;
         }
     }
-    buf[i..].iter().map(|&b| b as char).collect()
-}
-
-/// `n` in decimal, with a `-` when negative.
-pub fn signed(n: i64) -> String {
-    let digits = decimal(n.unsigned_abs());
-    if n < 0 {
-        ["-", &digits].concat()
-    } else {
-        digits
+    let mut out = String::with_capacity(buf.len() - i + 1);
+    if negative {
+        out.push('-');
     }
+    for &b in &buf[i..] {
+        out.push(b as char);
+    }
+    out
 }
 
 #[cfg(test)]
