@@ -266,7 +266,7 @@ impl<P: Platform> Client<P> {
             }
             let request = HttpRequest {
                 url: &url,
-                body: text,
+                body: Some(text),
                 timeout_ms: self.config.timeout_ms,
             };
             let outcome = match self.platform.send(request, opts.signal).await {

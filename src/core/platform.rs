@@ -9,8 +9,9 @@ use std::future::Future;
 
 pub struct HttpRequest<'a> {
     pub url: &'a str,
-    /// JSON text (the `auth` parameter included).
-    pub body: String,
+    /// A POST of this JSON text (the `auth` parameter included), or a GET with everything in
+    /// the URL's query (the OAuth server's refresh, as documented).
+    pub body: Option<String>,
     pub timeout_ms: f64,
 }
 
@@ -68,7 +69,7 @@ pub trait Platform: 'static {
     /// checks again); ends early with `ABORTED` when the signal fires.
     fn sleep(&self, ms: f64, signal: Option<&Self::Signal>) -> impl Future<Output = Result<()>>;
     fn aborted(&self, signal: &Self::Signal) -> bool;
-    /// One POST of a JSON body.
+    /// One exchange: a POST of a JSON body, or a GET.
     fn send(
         &self,
         request: HttpRequest<'_>,

@@ -91,7 +91,7 @@ impl Drop for Live {
 }
 
 pub type Reply = std::result::Result<HttpResponse, TransportError>;
-type Handler = Box<dyn FnMut(&str, &Value, f64) -> Reply>;
+type Handler = Box<dyn FnMut(&str, &str, &Value, f64) -> Reply>;
 
 /// The requests the fake portal saw: (method, body), and the log lines.
 #[derive(Default)]
@@ -123,7 +123,14 @@ pub fn err(status: u16, code: &str) -> Reply {
 
 impl Fake {
     /// `handler(method, body, now_ms)` plays the portal.
-    pub fn new(handler: impl FnMut(&str, &Value, f64) -> Reply + 'static) -> Fake {
+    pub fn new(mut handler: impl FnMut(&str, &Value, f64) -> Reply + 'static) -> Fake {
+        Fake::routed(move |_, method, body, now| handler(method, body, now))
+    }
+
+    /// `handler(url, method, body, now_ms)` plays several servers (portals, an OAuth server):
+    /// `method` is the REST method of a POST, or the path of a GET (`oauth/token`), whose query
+    /// arrives as `body` (an object of strings).
+    pub fn routed(handler: impl FnMut(&str, &str, &Value, f64) -> Reply + 'static) -> Fake {
         Fake {
             clock: Rc::new(Cell::new(1_000_000.0)),
             seen: Rc::default(),
@@ -198,20 +205,33 @@ impl Platform for Fake {
     }
 
     async fn send(&self, request: HttpRequest<'_>, _signal: Option<&Self::Signal>) -> Reply {
-        let method = request
-            .url
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .trim_end_matches(".json")
-            .to_string();
-        let body: Value = serde_json::from_str(&request.body).expect("the client sends JSON");
+        let (method, body) = match &request.body {
+            Some(text) => (
+                request
+                    .url
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .trim_end_matches(".json")
+                    .to_string(),
+                serde_json::from_str::<Value>(text).expect("the client sends JSON"),
+            ),
+            None => {
+                let (path, query) = request.url.split_once('?').unwrap_or((request.url, ""));
+                let path = path.splitn(4, '/').nth(3).unwrap_or("");
+                let query: Map<String, Value> = super::signal::parse_form(query)
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect();
+                (path.trim_end_matches('/').to_string(), Value::Object(query))
+            }
+        };
         self.seen
             .borrow_mut()
             .requests
             .push((method.clone(), body.clone()));
         yield_now().await;
-        (self.handler.borrow_mut())(&method, &body, self.clock.get())
+        (self.handler.borrow_mut())(request.url, &method, &body, self.clock.get())
     }
 
     fn encode(&self, body: &Body<Value>, auth: &str) -> Result<String> {

@@ -43,7 +43,8 @@ export function sleep(ms, signal) {
 }
 
 /**
- * POSTs a JSON body and reads the answer as text: `[status, text]`, or for a redirect
+ * POSTs a JSON body (or GETs, when there is none: the OAuth server's refresh) and reads the
+ * answer as text: `[status, text]`, or for a redirect
  * `[status, null, location]` (status 0 and no location where the runtime hides them, as
  * browsers do). Redirects are never followed: the body carries the token. Rejects with
  * 'timeout', 'aborted' or 'network: why'.
@@ -59,8 +60,8 @@ export function post(url, body, timeoutMs, signal) {
   }
   const done = () => { clearTimeout(timer); if (signal) signal.removeEventListener('abort', onAbort); };
   return fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    method: body === undefined ? 'GET' : 'POST',
+    headers: body === undefined ? { accept: 'application/json' } : { 'content-type': 'application/json', accept: 'application/json' },
     body,
     redirect: 'manual',
     credentials: 'omit',

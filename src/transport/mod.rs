@@ -16,7 +16,7 @@ extern "C" {
     fn sleep_promise_js(ms: f64, signal: Option<&AbortSignal>) -> js_sys::Promise;
     fn post(
         url: &str,
-        body: String,
+        body: Option<String>,
         timeout_ms: f64,
         signal: Option<&AbortSignal>,
     ) -> js_sys::Promise;
@@ -70,10 +70,11 @@ pub async fn sleep(ms: f64, signal: Option<&AbortSignal>) -> bool {
         .unwrap_or(false)
 }
 
-/// POSTs `body` (JSON text) to `url` and reads the whole answer as text.
+/// POSTs `body` (JSON text) to `url`, or GETs it without a body, and reads the whole answer as
+/// text.
 pub async fn post_json(
     url: &str,
-    body: String,
+    body: Option<String>,
     timeout_ms: f64,
     signal: Option<&AbortSignal>,
 ) -> Result<HttpResponse, TransportError> {
