@@ -23,7 +23,7 @@
 use super::args::Tree;
 use super::digits::decimal;
 use super::error::{code, B24Error, Kind, Result};
-use super::joint::Alarm;
+use super::joint::{race, Alarm, Either};
 use super::journal::{Entry, Journal};
 use super::model::{Features, OfflineEvent, Taken};
 use super::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
@@ -32,8 +32,6 @@ use super::platform::{Level, Platform};
 use super::read::{field_text, field_uint, flag};
 use crate::core::joint::LocalBoxFuture;
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::pin;
 use std::task::Poll;
 
 /// A reserved batch handed to the app.
@@ -195,7 +193,7 @@ pub struct Progress {
     pub timed_out: u64,
     /// Failures a polling consumer survived (each also went to `onError`).
     pub errors: u64,
-    /// "empty" (nothing left to do), "aborted".
+    /// "empty" (nothing left to do), "aborted" (the signal), "stopped" (a fleet's graceful stop).
     pub stopped: &'static str,
 }
 
@@ -605,26 +603,6 @@ impl<P: Platform> Flow<'_, P> {
     }
 }
 
-enum Either<A, B> {
-    Left(A),
-    Right(B),
-}
-
-/// Whichever of two futures finishes first (the other is dropped).
-async fn race<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> Either<A, B> {
-    let (mut a, mut b) = (pin!(a), pin!(b));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = a.as_mut().poll(cx) {
-            return Poll::Ready(Either::Left(v));
-        }
-        if let Poll::Ready(v) = b.as_mut().poll(cx) {
-            return Poll::Ready(Either::Right(v));
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 /// Polls every future until all are done; the first error wins (the others still finish).
 /// A few lines instead of `join_all`, whose general machinery costs kilobytes in wasm.
 async fn join(mut futures: Vec<LocalBoxFuture<'_, Result<()>>>) -> Result<()> {
@@ -666,6 +644,8 @@ struct Run<'a, P: Platform> {
     reporter: &'a dyn Reporter<P::Data>,
     opts: &'a Options,
     signal: Option<&'a P::Signal>,
+    /// Ends an idle wait; closed, ends the run after the batch in hand (a graceful stop).
+    alarm: Option<&'a Alarm>,
     progress: RefCell<Progress>,
     /// Row ids handed over in this run, sorted (a hash set would bring hashing into the wasm).
     seen: RefCell<Vec<u64>>,
@@ -684,10 +664,13 @@ impl<P: Platform> Run<'_, P> {
         &self.flow.queue.client.platform
     }
 
+    /// Aborted, or stopping (the alarm closed): no new batch is taken.
     fn aborted(&self) -> bool {
-        self.signal
-            .map(|s| self.platform().aborted(s))
-            .unwrap_or(false)
+        self.alarm.is_some_and(Alarm::closed)
+            || self
+                .signal
+                .map(|s| self.platform().aborted(s))
+                .unwrap_or(false)
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -1183,6 +1166,7 @@ pub async fn consume<P: Platform>(
         reporter,
         opts,
         signal,
+        alarm,
         progress: RefCell::new(Progress::default()),
         seen: RefCell::new(Vec::new()),
         busy: RefCell::new(Vec::new()),
@@ -1239,7 +1223,13 @@ pub async fn consume<P: Platform>(
             break;
         }
     }
-    let stopped = if run.aborted() { "aborted" } else { "empty" };
+    let stopped = if alarm.is_some_and(Alarm::closed) {
+        "stopped"
+    } else if run.aborted() {
+        "aborted"
+    } else {
+        "empty"
+    };
     let mut p = run.progress.into_inner();
     p.stopped = stopped;
     Ok(p)

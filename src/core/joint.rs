@@ -94,6 +94,27 @@ impl<T: Clone + 'static> Joint<T> {
     }
 }
 
+/// Which of two futures finished first ([`race`]).
+pub enum Either<A, B> {
+    Left(A),
+    Right(B),
+}
+
+/// Whichever of two futures finishes first (the other is dropped).
+pub async fn race<A, B>(a: impl Future<Output = A>, b: impl Future<Output = B>) -> Either<A, B> {
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = a.as_mut().poll(cx) {
+            return Poll::Ready(Either::Left(v));
+        }
+        if let Poll::Ready(v) = b.as_mut().poll(cx) {
+            return Poll::Ready(Either::Right(v));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
 /// An async lock for one thread.
 #[derive(Default)]
 pub struct Lock {
@@ -137,10 +158,22 @@ impl Drop for Guard<'_> {
 #[derive(Default)]
 pub struct Alarm {
     rung: Cell<bool>,
+    closed: Cell<bool>,
     waiting: RefCell<Vec<Waker>>,
 }
 
 impl Alarm {
+    /// Rings for good: the consumer finishes the batch in hand, sends its acknowledgements and
+    /// ends (a graceful stop; an abort signal cuts requests short instead).
+    pub fn close(&self) {
+        self.closed.set(true);
+        self.ring();
+    }
+
+    pub fn closed(&self) -> bool {
+        self.closed.get()
+    }
+
     pub fn ring(&self) {
         self.rung.set(true);
         let waiting = std::mem::take(&mut *self.waiting.borrow_mut());
@@ -157,6 +190,192 @@ impl Alarm {
             } else {
                 self.waiting.borrow_mut().push(cx.waker().clone());
                 Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// At most `n` holders at once, let in in the order they asked: a fair semaphore. The fleet's
+/// handler slots: a busy portal that wants another turn queues behind the others.
+pub struct Gate {
+    free: Cell<usize>,
+    queue: RefCell<std::collections::VecDeque<Rc<Ticket>>>,
+}
+
+#[derive(Default)]
+struct Ticket {
+    granted: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+/// A slot of a [`Gate`], given back when dropped.
+pub struct Pass<'a>(&'a Gate);
+
+impl Gate {
+    pub fn new(n: usize) -> Gate {
+        Gate {
+            free: Cell::new(n.max(1)),
+            queue: RefCell::default(),
+        }
+    }
+
+    /// Slots free now.
+    pub fn free(&self) -> usize {
+        self.free.get()
+    }
+
+    /// Waits for a slot, behind everyone who asked before.
+    pub async fn enter(&self) -> Pass<'_> {
+        if self.free.get() > 0 && self.queue.borrow().is_empty() {
+            self.free.set(self.free.get() - 1);
+            return Pass(self);
+        }
+        let ticket = Rc::new(Ticket::default());
+        self.queue.borrow_mut().push_back(ticket.clone());
+        // Dropped before it is let in: leaves the queue; let in but dropped unseen: passes the
+        // slot on.
+        struct Waiting<'a>(&'a Gate, Rc<Ticket>, bool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if self.2 {
+                    return;
+                }
+                if self.1.granted.get() {
+                    self.0.give_back();
+                } else {
+                    self.0
+                        .queue
+                        .borrow_mut()
+                        .retain(|t| !Rc::ptr_eq(t, &self.1));
+                }
+            }
+        }
+        let mut waiting = Waiting(self, ticket, false);
+        std::future::poll_fn(|cx| {
+            if waiting.1.granted.get() {
+                Poll::Ready(())
+            } else {
+                *waiting.1.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        waiting.2 = true;
+        Pass(self)
+    }
+
+    fn give_back(&self) {
+        let next = self.queue.borrow_mut().pop_front();
+        match next {
+            Some(t) => {
+                t.granted.set(true);
+                if let Some(w) = t.waker.borrow_mut().take() {
+                    w.wake();
+                }
+            }
+            None => self.free.set(self.free.get() + 1),
+        }
+    }
+}
+
+impl Drop for Pass<'_> {
+    fn drop(&mut self) {
+        self.0.give_back();
+    }
+}
+
+/// Which tasks of a [`Crowd`] were woken, and who polls the crowd.
+#[derive(Default)]
+struct Ready {
+    list: Mutex<Vec<usize>>,
+    parent: Mutex<Option<Waker>>,
+}
+
+impl Ready {
+    fn push(&self, i: usize) {
+        self.list.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+        let parent = self.parent.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(w) = parent {
+            w.wake();
+        }
+    }
+}
+
+struct TaskWake {
+    index: usize,
+    ready: Arc<Ready>,
+}
+
+impl Wake for TaskWake {
+    fn wake(self: Arc<Self>) {
+        self.ready.push(self.index);
+    }
+}
+
+/// Futures added while it runs, driven together by one future ([`Crowd::run`]); each is polled
+/// only when its own waker fired, so thousands of idle ones cost nothing when one wakes. The
+/// fleet's portals: one task each, started and ended as portals come and go.
+#[derive(Default)]
+pub struct Crowd<'a> {
+    tasks: RefCell<Vec<Option<LocalBoxFuture<'a, ()>>>>,
+    free: RefCell<Vec<usize>>,
+    running: Cell<usize>,
+    ready: Arc<Ready>,
+}
+
+impl<'a> Crowd<'a> {
+    pub fn add(&self, task: LocalBoxFuture<'a, ()>) {
+        let i = match self.free.borrow_mut().pop() {
+            Some(i) => {
+                self.tasks.borrow_mut()[i] = Some(task);
+                i
+            }
+            None => {
+                let mut tasks = self.tasks.borrow_mut();
+                tasks.push(Some(task));
+                tasks.len() - 1
+            }
+        };
+        self.running.set(self.running.get() + 1);
+        self.ready.push(i);
+    }
+
+    /// Tasks not finished yet.
+    pub fn running(&self) -> usize {
+        self.running.get()
+    }
+
+    /// Drives every task until none is left.
+    pub async fn run(&self) {
+        std::future::poll_fn(|cx| loop {
+            *self.ready.parent.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+            let woken =
+                std::mem::take(&mut *self.ready.list.lock().unwrap_or_else(|e| e.into_inner()));
+            if woken.is_empty() {
+                return if self.running.get() == 0 {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
+            }
+            for i in woken {
+                // Taken out while polled: the task may add others.
+                let Some(mut task) = self.tasks.borrow_mut().get_mut(i).and_then(Option::take)
+                else {
+                    continue;
+                };
+                let waker = Waker::from(Arc::new(TaskWake {
+                    index: i,
+                    ready: self.ready.clone(),
+                }));
+                match task.as_mut().poll(&mut Context::from_waker(&waker)) {
+                    Poll::Ready(()) => {
+                        self.running.set(self.running.get() - 1);
+                        self.free.borrow_mut().push(i);
+                    }
+                    Poll::Pending => self.tasks.borrow_mut()[i] = Some(task),
+                }
             }
         })
         .await
@@ -220,5 +439,68 @@ mod tests {
             o.chunks(2).all(|c| c[0] == c[1]),
             "never interleaved: {o:?}"
         );
+    }
+
+    #[test]
+    fn a_gate_lets_in_n_at_a_time_in_the_order_they_asked() {
+        use crate::core::testkit::{block_on, yield_now};
+        let gate = Gate::new(2);
+        let order = RefCell::new(Vec::new());
+        let inside = Cell::new(0usize);
+        let most = Cell::new(0usize);
+        let task = |n: u32| {
+            let (gate, order, inside, most) = (&gate, &order, &inside, &most);
+            async move {
+                let _pass = gate.enter().await;
+                order.borrow_mut().push(n);
+                inside.set(inside.get() + 1);
+                most.set(most.get().max(inside.get()));
+                yield_now().await;
+                yield_now().await;
+                inside.set(inside.get() - 1);
+            }
+        };
+        block_on(join_all((0..6).map(task)));
+        assert_eq!(*order.borrow(), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(most.get(), 2);
+        assert_eq!(gate.free(), 2);
+        // A waiter dropped before its turn leaves the queue; the slot is not lost.
+        let gate = Gate::new(1);
+        let held = block_on(gate.enter());
+        let mut dropped = Box::pin(gate.enter());
+        assert!(pending_after_one_poll(dropped.as_mut()));
+        drop(dropped);
+        drop(held);
+        assert_eq!(gate.free(), 1);
+    }
+
+    #[test]
+    fn a_crowd_runs_tasks_added_while_it_runs_and_ends_when_all_end() {
+        use crate::core::testkit::{block_on, yield_now};
+        let crowd: Rc<Crowd<'static>> = Rc::default();
+        let done = Rc::new(RefCell::new(Vec::new()));
+        let (c, d) = (crowd.clone(), done.clone());
+        crowd.add(Box::pin(async move {
+            for n in 0..3u32 {
+                yield_now().await;
+                let d2 = d.clone();
+                c.add(Box::pin(async move {
+                    yield_now().await;
+                    d2.borrow_mut().push(n);
+                }));
+            }
+            d.borrow_mut().push(99);
+        }));
+        block_on(crowd.run());
+        let mut got = done.borrow().clone();
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2, 99]);
+        assert_eq!(crowd.running(), 0);
+        // Slots are reused: many short tasks do not grow it.
+        for _ in 0..100 {
+            crowd.add(Box::pin(yield_now()));
+            block_on(crowd.run());
+        }
+        assert!(crowd.tasks.borrow().len() <= 4);
     }
 }

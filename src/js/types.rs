@@ -271,7 +271,7 @@ export interface ConsumeProgress {
   /** Failures a polling consumer went on after (see onError). */
   errors: number;
 }
-export interface ConsumeSummary extends ConsumeProgress { stopped: 'empty' | 'aborted' }
+export interface ConsumeSummary extends ConsumeProgress { stopped: 'empty' | 'aborted' | 'stopped' }
 
 export interface ConsumeOptions extends SignalOptions, HoldOptions {
   filter?: EventFilter;
