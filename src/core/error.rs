@@ -38,6 +38,13 @@ pub mod code {
     pub const PORTAL_MOVED: &str = "PORTAL_MOVED";
     /// A batch command not run because an earlier one failed and the batch halts on errors.
     pub const BATCH_HALTED: &str = "BATCH_HALTED";
+    /// The fleet stopped draining the portal: its refresh token was refused, it was deleted,
+    /// uninstalled or moved (see the description; `movedTo` for a new address). A new install
+    /// brings it back.
+    pub const PORTAL_STOPPED: &str = "PORTAL_STOPPED";
+    /// An install or uninstall request that is malformed, names an endpoint the app does not
+    /// trust, or does not carry the portal's application token.
+    pub const INVALID_INSTALL: &str = "INVALID_INSTALL";
 
     // The portal's own codes that the library reacts to or documents.
     /// The access token has expired: refreshed, then the call is repeated.
@@ -57,6 +64,9 @@ pub mod code {
     pub const ERROR_ARGUMENT: &str = "ERROR_ARGUMENT";
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
     pub const ERROR_UNEXPECTED_ANSWER: &str = "ERROR_UNEXPECTED_ANSWER";
+    /// The OAuth server refused the refresh token: spent, expired, revoked, or the app was
+    /// removed. Only a new install brings the portal back.
+    pub const INVALID_GRANT: &str = "invalid_grant";
 }
 
 /// What a failure means for trying again (how long to wait is the retry policy's business).

@@ -9,6 +9,7 @@ pub mod consume;
 pub mod digits;
 pub mod envelope;
 pub mod error;
+pub mod fleet;
 pub mod frame;
 pub mod joint;
 pub mod journal;

@@ -70,19 +70,19 @@ pub fn parse_form(body: &str) -> Vec<(String, String)> {
 
 /// A field of the payload, found flat (`auth[application_token]`, form bodies and frameworks
 /// that do not nest) or nested (`{auth: {application_token}}`, JSON bodies and nesting parsers).
-fn field<'a>(payload: &'a Tree, outer: &str, inner: Option<&str>) -> Option<&'a str> {
+pub(crate) fn value<'a>(payload: &'a Tree, outer: &str, inner: Option<&str>) -> Option<&'a Tree> {
     match inner {
-        None => payload.get(outer).and_then(Tree::as_str),
+        None => payload.get(outer),
         Some(inner) => payload
             .get(outer)
             .and_then(|o| o.get(inner))
-            .and_then(Tree::as_str)
-            .or_else(|| {
-                payload
-                    .get(&[outer, "[", inner, "]"].concat())
-                    .and_then(Tree::as_str)
-            }),
+            .or_else(|| payload.get(&[outer, "[", inner, "]"].concat())),
     }
+}
+
+/// [`value`] when it is text.
+pub(crate) fn field<'a>(payload: &'a Tree, outer: &str, inner: Option<&str>) -> Option<&'a str> {
+    value(payload, outer, inner).and_then(Tree::as_str)
 }
 
 /// A body as the receiver got it: form text, JSON already parsed, or form pairs.

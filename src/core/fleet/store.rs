@@ -1,0 +1,200 @@
+//! What the fleet needs from its store beyond the journal's get/set/delete: a compare-and-swap
+//! (a refresh is persisted only over the record it was made from), leases with fencing (one
+//! worker per portal, one refresh per portal), and listing by prefix (the portals). The embedded
+//! file store and the Redis adapter implement it in the binding; [`MemoryFleetStore`] here is
+//! the reference the native tests hold the rules to.
+
+use super::super::error::Result;
+use super::super::joint::LocalBoxFuture;
+use super::super::journal::Store;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+/// A lease held: by whom, until when (store time), and its fence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub owner: String,
+    pub until_ms: f64,
+    /// Grows every time the lease passes to another owner (never for a renewal), so a worker
+    /// that lost its lease can tell, and be told, that it is stale.
+    pub fence: u64,
+}
+
+pub trait FleetStore: Store {
+    /// Writes `value` (or deletes, for `None`) only if the key holds `expected` now (`None`:
+    /// absent). Whether it did.
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, Result<bool>>;
+    /// Takes the lease `name` for `owner` for `ttl_ms`, or renews it if `owner` holds it: its
+    /// fence when held now, `None` when another owner holds it. `now_ms` is the caller's wall
+    /// clock (stores with their own clock, like Redis, use theirs).
+    fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: f64,
+        now_ms: f64,
+    ) -> LocalBoxFuture<'static, Result<Option<u64>>>;
+    /// Gives the lease up if `owner` holds it.
+    fn release(&self, name: &str, owner: &str) -> LocalBoxFuture<'static, Result<()>>;
+    /// The keys that start with `prefix`, sorted.
+    fn keys(&self, prefix: &str) -> LocalBoxFuture<'static, Result<Vec<String>>>;
+}
+
+/// Everything in memory: one process, nothing survives it (tests, and a fleet that needs no
+/// persistence).
+#[derive(Default)]
+pub struct MemoryFleetStore {
+    map: RefCell<BTreeMap<String, String>>,
+    leases: RefCell<BTreeMap<String, Lease>>,
+    fences: RefCell<BTreeMap<String, u64>>,
+}
+
+impl MemoryFleetStore {
+    /// The lease `name` as held now (tests).
+    pub fn holder(&self, name: &str, now_ms: f64) -> Option<Lease> {
+        self.leases
+            .borrow()
+            .get(name)
+            .filter(|l| l.until_ms > now_ms)
+            .cloned()
+    }
+}
+
+fn done<T: 'static>(v: T) -> LocalBoxFuture<'static, Result<T>> {
+    Box::pin(async move { Ok(v) })
+}
+
+impl Store for MemoryFleetStore {
+    fn get(&self, key: &str) -> LocalBoxFuture<'static, Result<Option<String>>> {
+        done(self.map.borrow().get(key).cloned())
+    }
+
+    fn set(&self, key: &str, value: String) -> LocalBoxFuture<'static, Result<()>> {
+        self.map.borrow_mut().insert(key.to_string(), value);
+        done(())
+    }
+
+    fn delete(&self, key: &str) -> LocalBoxFuture<'static, Result<()>> {
+        self.map.borrow_mut().remove(key);
+        done(())
+    }
+}
+
+impl FleetStore for MemoryFleetStore {
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, Result<bool>> {
+        let mut map = self.map.borrow_mut();
+        if map.get(key).map(String::as_str) != expected {
+            return done(false);
+        }
+        match value {
+            Some(v) => map.insert(key.to_string(), v),
+            None => map.remove(key),
+        };
+        done(true)
+    }
+
+    fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: f64,
+        now_ms: f64,
+    ) -> LocalBoxFuture<'static, Result<Option<u64>>> {
+        let mut leases = self.leases.borrow_mut();
+        let held = leases.get(name).filter(|l| l.until_ms > now_ms).cloned();
+        let fence = match held {
+            Some(l) if l.owner != owner => return done(None),
+            Some(l) => l.fence,
+            None => {
+                let mut fences = self.fences.borrow_mut();
+                let f = fences.entry(name.to_string()).or_insert(0);
+                *f += 1;
+                *f
+            }
+        };
+        leases.insert(
+            name.to_string(),
+            Lease {
+                owner: owner.to_string(),
+                until_ms: now_ms + ttl_ms,
+                fence,
+            },
+        );
+        done(Some(fence))
+    }
+
+    fn release(&self, name: &str, owner: &str) -> LocalBoxFuture<'static, Result<()>> {
+        let mut leases = self.leases.borrow_mut();
+        if leases.get(name).is_some_and(|l| l.owner == owner) {
+            leases.remove(name);
+        }
+        done(())
+    }
+
+    fn keys(&self, prefix: &str) -> LocalBoxFuture<'static, Result<Vec<String>>> {
+        done(
+            self.map
+                .borrow()
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_executor::block_on;
+
+    #[test]
+    fn swap_writes_only_over_what_was_read() {
+        let s = MemoryFleetStore::default();
+        assert!(block_on(s.swap("k", None, Some("a".into()))).unwrap());
+        assert!(!block_on(s.swap("k", None, Some("b".into()))).unwrap());
+        assert!(!block_on(s.swap("k", Some("x"), Some("b".into()))).unwrap());
+        assert!(block_on(s.swap("k", Some("a"), Some("b".into()))).unwrap());
+        assert_eq!(block_on(s.get("k")).unwrap().as_deref(), Some("b"));
+        assert!(block_on(s.swap("k", Some("b"), None)).unwrap());
+        assert_eq!(block_on(s.get("k")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_lease_has_one_holder_and_a_new_fence_per_holder() {
+        let s = MemoryFleetStore::default();
+        let f1 = block_on(s.lease("p", "w1", 1000.0, 0.0)).unwrap().unwrap();
+        assert_eq!(block_on(s.lease("p", "w2", 1000.0, 500.0)).unwrap(), None);
+        // Renewed by its holder: same fence, longer life.
+        assert_eq!(
+            block_on(s.lease("p", "w1", 1000.0, 900.0)).unwrap(),
+            Some(f1)
+        );
+        assert_eq!(block_on(s.lease("p", "w2", 1000.0, 1500.0)).unwrap(), None);
+        // Expired: the next holder gets a higher fence; the old one cannot renew it.
+        let f2 = block_on(s.lease("p", "w2", 1000.0, 2000.0))
+            .unwrap()
+            .unwrap();
+        assert!(f2 > f1);
+        assert_eq!(block_on(s.lease("p", "w1", 1000.0, 2100.0)).unwrap(), None);
+        // Released only by its holder.
+        block_on(s.release("p", "w1")).unwrap();
+        assert_eq!(s.holder("p", 2200.0).unwrap().owner, "w2");
+        block_on(s.release("p", "w2")).unwrap();
+        assert_eq!(s.holder("p", 2200.0), None);
+        let f3 = block_on(s.lease("p", "w1", 1000.0, 2300.0))
+            .unwrap()
+            .unwrap();
+        assert!(f3 > f2);
+    }
+}

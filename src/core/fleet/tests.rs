@@ -1,0 +1,658 @@
+//! The fleet against many portals of the emulator, in process (its REST and OAuth logic behind
+//! the fake transport, on the virtual clock): installs through install events, one worker
+//! draining fifty portals, every token expiring at once, dead refresh tokens, deleted and
+//! uninstalled portals, and three workers sharing one store with one of them killed.
+
+use super::install::{Trust, BITRIX_OAUTH};
+use super::oauth::{read_record, record_key, OAuthApp};
+use super::store::MemoryFleetStore;
+use super::worker::{Fleet, FleetReporter, PortalHandler, PortalInfo, Settings};
+use crate::core::args::Tree;
+use crate::core::consume::{Batch, DeadReason, Outcome, Progress};
+use crate::core::error::{code, B24Error};
+use crate::core::joint::{race, LocalBoxFuture};
+use crate::core::limiter::RateLimit;
+use crate::core::model::OfflineEvent;
+use crate::core::options::{Holds, Options};
+use crate::core::platform::{HttpResponse, Platform};
+use crate::core::signal::form_tree;
+use crate::core::testkit::{block_on, Fake};
+use b24_emulator::events::fire;
+use b24_emulator::params::Params;
+use b24_emulator::rest::{execute, Incoming};
+use b24_emulator::state::Shared;
+use futures_util::future::join_all;
+use serde_json::{json, Value};
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+use std::sync::Arc;
+
+const APP: &str = "app.fleet";
+const SECRET: &str = "the-client-secret";
+
+/// Many portals and the OAuth server, behind one fake network.
+struct Portals {
+    portals: Vec<Arc<Shared>>,
+    fake: Fake,
+    /// Refresh exchanges per portal (index).
+    exchanges: Rc<RefCell<BTreeMap<usize, u32>>>,
+}
+
+impl Portals {
+    fn new(n: usize) -> Portals {
+        let first = Arc::new(Shared::new("p0.bitrix24.com".into(), true));
+        let mut portals = vec![first.clone()];
+        for i in 1..n {
+            portals.push(Arc::new(Shared::sibling(
+                &first,
+                format!("p{i}.bitrix24.com"),
+            )));
+        }
+        for p in &portals {
+            let mut st = p.lock();
+            st.config.rate_limit = None;
+            st.config.operating_limit_s = None;
+        }
+        let exchanges: Rc<RefCell<BTreeMap<usize, u32>>> = Rc::default();
+        let (all, counted) = (portals.clone(), exchanges.clone());
+        let fake = Fake::routed(move |url, method, body, _| {
+            let host = url.split('/').nth(2).unwrap_or("");
+            if host == BITRIX_OAUTH {
+                assert_eq!(method, "oauth/token");
+                assert_eq!(body["client_secret"], json!(SECRET));
+                let refresh = body["refresh_token"].as_str().unwrap_or("");
+                let Some(i) = all
+                    .iter()
+                    .position(|p| p.lock().grants.contains_key(refresh))
+                else {
+                    return Ok(HttpResponse {
+                        status: 400,
+                        body: json!({"error": "invalid_grant", "error_description": "Invalid refresh token"}).to_string(),
+                    });
+                };
+                if all[i].lock().health.deleted {
+                    return Ok(HttpResponse {
+                        status: 400,
+                        body: json!({"error": "invalid_grant", "error_description": "deleted"})
+                            .to_string(),
+                    });
+                }
+                *counted.borrow_mut().entry(i).or_default() += 1;
+                return Ok(
+                    match b24_emulator::oauth::token(&all[i], &Params::from_value(body.clone())) {
+                        Ok(v) => HttpResponse {
+                            status: 200,
+                            body: v.to_string(),
+                        },
+                        Err(e) => HttpResponse {
+                            status: e.status,
+                            body: e.body().to_string(),
+                        },
+                    },
+                );
+            }
+            let portal = all
+                .iter()
+                .find(|p| p.domain == host)
+                .unwrap_or_else(|| panic!("a request to an unknown host {host}"));
+            let mut st = portal.lock();
+            if st.health.deleted {
+                return Ok(HttpResponse {
+                    status: 500,
+                    body: json!({"error": "PORTAL_DELETED", "error_description": "Portal was deleted"}).to_string(),
+                });
+            }
+            let (status, v, _) = execute(
+                portal,
+                &mut st,
+                Incoming {
+                    method,
+                    webhook: None,
+                    params: Params::from_value(body.clone()),
+                    https: true,
+                },
+            );
+            Ok(HttpResponse {
+                status,
+                body: v.to_string(),
+            })
+        });
+        Portals {
+            portals,
+            fake,
+            exchanges,
+        }
+    }
+
+    /// The ONAPPINSTALL payload of portal `i` (a new token pair), as the portal posts it.
+    fn install_event(&self, i: usize) -> Tree {
+        let p = &self.portals[i];
+        let now = p.clock.now_ms();
+        let mut st = p.lock();
+        let app = st.app(APP);
+        let (access, refresh) = st.issue_token(app, 1, true, now);
+        let token = st.apps[app as usize].application_token.clone();
+        let pairs = [
+            ("event", "ONAPPINSTALL".to_string()),
+            ("auth[domain]", p.domain.clone()),
+            ("auth[access_token]", access),
+            ("auth[refresh_token]", refresh),
+            ("auth[expires_in]", "3600".to_string()),
+            (
+                "auth[server_endpoint]",
+                "https://oauth.bitrix.info/rest/".to_string(),
+            ),
+            (
+                "auth[client_endpoint]",
+                format!("https://{}/rest/", p.domain),
+            ),
+            ("auth[member_id]", p.member_id.clone()),
+            ("auth[application_token]", token),
+        ];
+        Tree::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), Tree::Str(v)))
+                .collect(),
+        )
+    }
+
+    fn application_token(&self, i: usize) -> String {
+        let st = self.portals[i].lock();
+        st.apps[st.app_by_client[APP] as usize]
+            .application_token
+            .clone()
+    }
+
+    /// `n` deal changes on portal `i` (ids from `first`).
+    fn changes(&self, i: usize, first: u32, n: u32) {
+        let p = &self.portals[i];
+        let now = p.clock.now_ms();
+        let mut st = p.lock();
+        let mut touched = BTreeSet::new();
+        for id in first..first + n {
+            fire(
+                &mut st,
+                now,
+                "ONCRMDEALUPDATE",
+                &json!({"FIELDS": {"ID": id.to_string()}}),
+                1,
+                None,
+                None,
+                &mut touched,
+            );
+        }
+    }
+
+    /// (rows, reserved rows) left on portal `i`.
+    fn left(&self, i: usize) -> (usize, usize) {
+        let st = self.portals[i].lock();
+        let rows: Vec<_> = st.queue.rows().collect();
+        (
+            rows.len(),
+            rows.iter().filter(|r| r.process.is_some()).count(),
+        )
+    }
+
+    fn settings(&self, worker: &str) -> Settings {
+        Settings {
+            prefix: "t/".into(),
+            worker: worker.into(),
+            app: OAuthApp {
+                client_id: APP.into(),
+                client_secret: SECRET.into(),
+            },
+            trust: Trust::default(),
+            events: vec!["ONCRMDEALUPDATE".into()],
+            connector: None,
+            signal_url: Some("https://app.example/signal".into()),
+            concurrency: 4,
+            lease_ms: 30_000.0,
+            scan_ms: 5_000.0,
+            timeout_ms: 10_000.0,
+            plan: RateLimit {
+                burst: 50.0,
+                drain_per_sec: 2.0,
+            },
+            options: Options {
+                poll: Some((1000.0, 30_000.0)),
+                limit: Some(50.0),
+                ..Options::default()
+            },
+            holds: Holds {
+                hold_ms: 60_000.0,
+                handler_timeout_ms: 20_000.0,
+            },
+        }
+    }
+}
+
+/// Records what each worker handled, and whether two workers ever worked on one portal at once.
+#[derive(Default)]
+struct Seen {
+    handled: RefCell<BTreeMap<String, BTreeSet<String>>>,
+    /// Portal -> workers inside its handler now.
+    inside: RefCell<BTreeMap<String, Vec<String>>>,
+    shared: Cell<u32>,
+    most_at_once: Cell<usize>,
+    at_once: Cell<usize>,
+    stopped: RefCell<Vec<(String, Option<B24Error>)>>,
+}
+
+struct Recorder {
+    seen: Rc<Seen>,
+    worker: String,
+    fake: Fake,
+}
+
+impl PortalHandler<Value> for Recorder {
+    fn handle(
+        &self,
+        portal: &PortalInfo,
+        batch: &Batch<Value>,
+    ) -> LocalBoxFuture<'static, Outcome> {
+        let (seen, worker, fake) = (self.seen.clone(), self.worker.clone(), self.fake.clone());
+        let (member, ids) = (portal.member_id.clone(), batch.message_ids());
+        Box::pin(async move {
+            {
+                let mut inside = seen.inside.borrow_mut();
+                let here = inside.entry(member.clone()).or_default();
+                if here.iter().any(|w| *w != worker) {
+                    seen.shared.set(seen.shared.get() + 1);
+                }
+                here.push(worker.clone());
+            }
+            seen.at_once.set(seen.at_once.get() + 1);
+            seen.most_at_once
+                .set(seen.most_at_once.get().max(seen.at_once.get()));
+            let _ = fake.sleep(300.0, None).await;
+            seen.at_once.set(seen.at_once.get() - 1);
+            {
+                let mut inside = seen.inside.borrow_mut();
+                let here = inside.entry(member.clone()).or_default();
+                if let Some(i) = here.iter().position(|w| *w == worker) {
+                    here.remove(i);
+                }
+            }
+            seen.handled
+                .borrow_mut()
+                .entry(member)
+                .or_default()
+                .extend(ids);
+            Outcome::Done
+        })
+    }
+}
+
+impl FleetReporter<Value> for Recorder {
+    fn progress(&self, _: &PortalInfo, _: &Progress) {}
+    fn error(&self, _: &PortalInfo, _: &B24Error) {}
+    fn stopped(&self, portal: &PortalInfo, error: Option<&B24Error>) {
+        self.seen
+            .stopped
+            .borrow_mut()
+            .push((portal.member_id.clone(), error.cloned()));
+    }
+    fn dead_letters(&self, _: &PortalInfo, _: &[OfflineEvent<Value>], _: DeadReason) {}
+    fn malformed(&self, _: &PortalInfo, _: &[Value]) {}
+}
+
+fn recorder(seen: &Rc<Seen>, worker: &str, fake: &Fake) -> Rc<Recorder> {
+    Rc::new(Recorder {
+        seen: seen.clone(),
+        worker: worker.into(),
+        fake: fake.clone(),
+    })
+}
+
+fn handled(seen: &Seen) -> usize {
+    seen.handled.borrow().values().map(BTreeSet::len).sum()
+}
+
+/// Waits (virtual time) until `done`, at most `limit_ms`; then stops the fleets.
+async fn until(fake: &Fake, fleets: &[&Fleet<Fake>], limit_ms: f64, done: impl Fn() -> bool) {
+    let give_up = fake.now_ms() + limit_ms;
+    while !done() && fake.now_ms() < give_up {
+        let _ = fake.sleep(500.0, None).await;
+    }
+    for f in fleets {
+        f.stop();
+    }
+}
+
+#[test]
+fn fifty_portals_installed_by_their_events_are_drained_by_one_worker() {
+    let world = Portals::new(50);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    for i in 0..50 {
+        let installed = block_on(fleet.install(&world.install_event(i))).unwrap();
+        assert!(!installed.known);
+        assert!(installed.bound[0].created);
+        assert!(installed.signal_bound);
+        world.changes(i, 1, 20);
+    }
+    let seen = Rc::new(Seen::default());
+    let r = recorder(&seen, "w1", &world.fake);
+    block_on(futures_util::future::join(
+        fleet.run(r.clone(), r.clone()),
+        until(&world.fake, &[&fleet], 600_000.0, || handled(&seen) == 1000),
+    ));
+    assert_eq!(handled(&seen), 1000, "every change of every portal handled");
+    for i in 0..50 {
+        assert_eq!(
+            world.left(i),
+            (0, 0),
+            "portal {i}: nothing left, nothing reserved"
+        );
+    }
+    assert_eq!(seen.shared.get(), 0);
+    assert!(seen.most_at_once.get() <= 4, "the global cap holds");
+    assert!(
+        seen.most_at_once.get() >= 2,
+        "portals are drained side by side"
+    );
+    // Stopped gracefully: every lease given back, every portal's stop told without an error.
+    assert_eq!(seen.stopped.borrow().len(), 50);
+    assert!(seen.stopped.borrow().iter().all(|(_, e)| e.is_none()));
+    assert!((0..50).all(|i| store
+        .holder(
+            &["t/lease/", &world.portals[i].member_id].concat(),
+            world.fake.now_ms()
+        )
+        .is_none()));
+    // The tokens are in the store and nowhere else: a repeated install event is known.
+    let again = block_on(fleet.install(&world.install_event(3))).unwrap();
+    assert!(again.known);
+}
+
+#[test]
+fn every_token_expiring_at_once_is_refreshed_once_per_portal_across_three_workers() {
+    let world = Portals::new(10);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleets: Vec<Fleet<Fake>> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|w| Fleet::new(world.fake.clone(), store.clone(), world.settings(w)))
+        .collect();
+    for i in 0..10 {
+        block_on(fleets[i % 3].install(&world.install_event(i))).unwrap();
+        world.changes(i, 1, 5);
+    }
+    let seen = Rc::new(Seen::default());
+    let expire = Cell::new(false);
+    let runs = fleets.iter().enumerate().map(|(i, f)| {
+        let r = recorder(&seen, ["w1", "w2", "w3"][i], &world.fake);
+        Box::pin(f.run(r.clone(), r)) as LocalBoxFuture<'_, ()>
+    });
+    let driver = async {
+        let fake = &world.fake;
+        while handled(&seen) < 50 {
+            let _ = fake.sleep(500.0, None).await;
+        }
+        // Every access token of every portal expires at once; then every portal changes.
+        for p in &world.portals {
+            let mut st = p.lock();
+            for t in st.tokens.values_mut() {
+                t.expires_ms = 0;
+            }
+        }
+        expire.set(true);
+        for i in 0..10 {
+            world.changes(i, 100, 5);
+        }
+        let refs: Vec<&Fleet<Fake>> = fleets.iter().collect();
+        until(fake, &refs, 600_000.0, || handled(&seen) == 100).await;
+    };
+    block_on(futures_util::future::join(join_all(runs), driver));
+    assert!(expire.get());
+    assert_eq!(handled(&seen), 100);
+    let exchanges = world.exchanges.borrow().clone();
+    assert_eq!(exchanges.len(), 10, "every portal refreshed: {exchanges:?}");
+    assert!(
+        exchanges.values().all(|n| *n == 1),
+        "exactly once each: {exchanges:?}"
+    );
+    assert_eq!(
+        seen.shared.get(),
+        0,
+        "no portal drained by two workers at once"
+    );
+    for i in 0..10 {
+        assert_eq!(world.left(i), (0, 0));
+        let (_, r) = block_on(read_record(
+            &*store,
+            &record_key("t/", &world.portals[i].member_id),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.generation, 1, "the renewed pair was stored");
+    }
+}
+
+#[test]
+fn a_dead_refresh_token_a_deleted_portal_and_an_uninstall_each_stop_only_their_portal() {
+    let world = Portals::new(4);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    let mut refresh_of = Vec::new();
+    for i in 0..4 {
+        let payload = world.install_event(i);
+        let refresh = crate::core::signal::field(&payload, "auth", Some("refresh_token"))
+            .unwrap()
+            .to_string();
+        refresh_of.push(refresh);
+        block_on(fleet.install(&payload)).unwrap();
+        world.changes(i, 1, 3);
+    }
+    // Worst inputs first: nothing changes.
+    let wrong = form_tree(&format!(
+        "event=ONAPPUNINSTALL&auth[member_id]={}&auth[application_token]=guess",
+        world.portals[2].member_id
+    ));
+    assert_eq!(
+        block_on(fleet.uninstall(&wrong)).unwrap_err().code,
+        code::INVALID_INSTALL
+    );
+    let forged = form_tree(&format!(
+        "event=ONOFFLINEEVENT&auth[member_id]={}&auth[application_token]=guess",
+        world.portals[3].member_id
+    ));
+    assert_eq!(
+        block_on(fleet.signal(&forged)).unwrap_err().code,
+        code::INVALID_SIGNAL
+    );
+    // Another app's token for a known portal does not replace this app's.
+    let mut other = world.install_event(1);
+    if let Tree::Map(m) = &mut other {
+        for (k, v) in m.iter_mut() {
+            if k == "auth[application_token]" {
+                *v = Tree::Str("another-apps-token".into());
+            }
+        }
+    }
+    assert_eq!(
+        block_on(fleet.install(&other)).unwrap_err().code,
+        code::INVALID_INSTALL
+    );
+
+    let seen = Rc::new(Seen::default());
+    let r = recorder(&seen, "w1", &world.fake);
+    let driver = async {
+        let fake = &world.fake;
+        while handled(&seen) < 12 {
+            let _ = fake.sleep(500.0, None).await;
+        }
+        // p0: its refresh token is spent behind the fleet's back, then its access tokens expire.
+        let p0 = &world.portals[0];
+        b24_emulator::oauth::token(
+            p0,
+            &Params::from_value(
+                json!({"grant_type": "refresh_token", "refresh_token": refresh_of[0]}),
+            ),
+        )
+        .unwrap();
+        for t in p0.lock().tokens.values_mut() {
+            t.expires_ms = 0;
+        }
+        // p1: deleted.
+        world.portals[1].lock().health.deleted = true;
+        // p2: uninstalled, with its own application token.
+        let payload = form_tree(&format!(
+            "event=ONAPPUNINSTALL&auth[member_id]={}&auth[application_token]={}",
+            world.portals[2].member_id,
+            world.application_token(2)
+        ));
+        assert_eq!(
+            block_on_inner(fleet.uninstall(&payload)).await.unwrap(),
+            world.portals[2].member_id
+        );
+        for i in 0..4 {
+            world.changes(i, 10, 2);
+        }
+        // p3 goes on: its new changes are handled.
+        until(fake, &[&fleet], 300_000.0, || {
+            seen.handled
+                .borrow()
+                .get(&world.portals[3].member_id)
+                .is_some_and(|s| s.len() == 5)
+                && seen.stopped.borrow().len() >= 3
+        })
+        .await;
+    };
+    block_on(futures_util::future::join(fleet.run(r.clone(), r), driver));
+    let stopped = seen.stopped.borrow().clone();
+    let of = |i: usize| {
+        stopped
+            .iter()
+            .find(|(m, _)| *m == world.portals[i].member_id)
+            .map(|(_, e)| e.clone())
+    };
+    let e0 = of(0).flatten().expect("p0 stopped with an error");
+    assert_eq!(e0.code, code::PORTAL_STOPPED);
+    assert!(e0.description.contains(code::INVALID_GRANT), "{e0:?}");
+    let e1 = of(1).flatten().expect("p1 stopped with an error");
+    assert!(e1.description.contains(code::PORTAL_DELETED), "{e1:?}");
+    assert!(!e1.message().contains(&refresh_of[1]));
+    // p2: stopped without an error, its record and journal gone.
+    assert_eq!(of(2), Some(None));
+    assert!(block_on(read_record(
+        &*store,
+        &record_key("t/", &world.portals[2].member_id)
+    ))
+    .unwrap()
+    .is_none());
+    assert!(block_on(crate::core::fleet::store::FleetStore::keys(
+        &*store,
+        &["t/journal/", &world.portals[2].member_id].concat()
+    ))
+    .unwrap()
+    .is_empty());
+    // p0 and p1 are marked stopped in the store: no worker takes them up again.
+    for (i, why) in [(0, code::INVALID_GRANT), (1, code::PORTAL_DELETED)] {
+        let (_, r) = block_on(read_record(
+            &*store,
+            &record_key("t/", &world.portals[i].member_id),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.stopped.as_deref(), Some(why));
+    }
+    assert_eq!(seen.handled.borrow()[&world.portals[3].member_id].len(), 5);
+    // A new install brings a stopped portal back.
+    world.portals[1].lock().health.deleted = false;
+    let back = block_on(fleet.install(&world.install_event(1))).unwrap();
+    assert!(back.known);
+    let (_, r) = block_on(read_record(
+        &*store,
+        &record_key("t/", &world.portals[1].member_id),
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(r.stopped, None);
+}
+
+/// Awaits inside an async block (the name says it is not a nested executor).
+async fn block_on_inner<F: std::future::Future>(f: F) -> F::Output {
+    f.await
+}
+
+#[test]
+fn three_workers_with_one_killed_lose_nothing_and_never_share_a_portal() {
+    let world = Portals::new(12);
+    let store = Rc::new(MemoryFleetStore::default());
+    let settings = |w: &str| Settings {
+        lease_ms: 6_000.0,
+        scan_ms: 2_000.0,
+        timeout_ms: 3_000.0,
+        holds: Holds {
+            hold_ms: 15_000.0,
+            handler_timeout_ms: 2_000.0,
+        },
+        ..world.settings(w)
+    };
+    let fleets: Vec<Fleet<Fake>> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|w| Fleet::new(world.fake.clone(), store.clone(), settings(w)))
+        .collect();
+    for i in 0..12 {
+        block_on(fleets[0].install(&world.install_event(i))).unwrap();
+        world.changes(i, 1, 30);
+    }
+    let seen = Rc::new(Seen::default());
+    let killed_at = Cell::new(0.0);
+    let fake = world.fake.clone();
+    let victim = {
+        let r = recorder(&seen, "w3", &fake);
+        let run = fleets[2].run(r.clone(), r);
+        let (fake, seen, killed_at) = (&fake, &seen, &killed_at);
+        async move {
+            // Killed once it is busy: its future is dropped, nothing is released.
+            let kill = async {
+                while handled(seen) < 60 {
+                    let _ = fake.sleep(100.0, None).await;
+                }
+                killed_at.set(fake.now_ms());
+                // Its handlers die with it.
+                for here in seen.inside.borrow_mut().values_mut() {
+                    here.retain(|w| w != "w3");
+                }
+            };
+            race(run, kill).await;
+        }
+    };
+    let survivors = fleets[..2].iter().enumerate().map(|(i, f)| {
+        let r = recorder(&seen, ["w1", "w2"][i], &world.fake);
+        Box::pin(f.run(r.clone(), r)) as LocalBoxFuture<'_, ()>
+    });
+    let driver = async {
+        let refs: Vec<&Fleet<Fake>> = fleets[..2].iter().collect();
+        let all = 12 * 30 + 12 * 5;
+        while killed_at.get() == 0.0 {
+            let _ = fake.sleep(500.0, None).await;
+        }
+        for i in 0..12 {
+            world.changes(i, 100, 5);
+        }
+        until(&fake, &refs, 900_000.0, || handled(&seen) == all).await;
+    };
+    block_on(futures_util::future::join3(
+        victim,
+        join_all(survivors),
+        driver,
+    ));
+    assert!(killed_at.get() > 0.0);
+    assert_eq!(handled(&seen), 12 * 35, "nothing lost");
+    assert_eq!(
+        seen.shared.get(),
+        0,
+        "no portal drained by two workers at once"
+    );
+    for i in 0..12 {
+        assert_eq!(
+            world.left(i),
+            (0, 0),
+            "portal {i}: nothing left or stranded"
+        );
+    }
+}

@@ -1,0 +1,715 @@
+//! One fleet worker: installs and uninstalls portals, routes their signals, and drains every
+//! portal it holds the lease of with the reservation flow (`core::consume`), all in one future
+//! ([`Fleet::run`]). Several workers (processes, machines) share one store: each portal is
+//! drained by the holder of its lease, renewed every third of its life; a worker that cannot
+//! renew stops taking batches from that portal, and once the lease runs out another worker
+//! takes the portal over, with its journal. Handlers run behind one fair gate (a global cap,
+//! first come first served, so a busy portal queues behind the others); each portal has its
+//! own rate limiter, sized by its plan; an idle portal costs its one-request poll, backed off.
+
+use super::super::auth::{Auth, Token};
+use super::super::client::{Client, Config, Stats};
+use super::super::consume::{
+    consume, Batch, DeadReason, Flow, Handler, Outcome, Progress, Reporter,
+};
+use super::super::error::{code, B24Error, Result};
+use super::super::joint::{race, Alarm, Crowd, Gate, LocalBoxFuture};
+use super::super::journal::{Journal, Store};
+use super::super::limiter::RateLimit;
+use super::super::model::{Bound, OfflineEvent};
+use super::super::offline::Queue;
+use super::super::options::{Holds, Options};
+use super::super::platform::{Level, Platform};
+use super::super::signal::{constant_time_eq, field, verify};
+use super::install::{member_id, Install, Trust, Uninstall};
+use super::oauth::{change_record, read_record, record_key, OAuthApp, PortalTokens};
+use super::record::Record;
+use super::store::FleetStore;
+use crate::core::args::Tree;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Prefix of every key this fleet writes (several apps can share one store).
+    pub prefix: String,
+    /// This worker's id: the owner of its leases and journal entries. Unique per process.
+    pub worker: String,
+    pub app: OAuthApp,
+    pub trust: Trust,
+    /// The events each portal queues for the app (`event.bind`, offline).
+    pub events: Vec<String>,
+    pub connector: Option<String>,
+    /// The app's onOfflineEvent receiver, bound at install so that a change wakes its portal.
+    pub signal_url: Option<String>,
+    /// Handlers running at once, over every portal.
+    pub concurrency: usize,
+    /// A portal's lease: one worker drains it while it holds it.
+    pub lease_ms: f64,
+    /// How often the worker renews its leases and looks for portals to take.
+    pub scan_ms: f64,
+    /// Request timeout.
+    pub timeout_ms: f64,
+    /// Each portal's rate limit unless its record says otherwise (`plan`).
+    pub plan: RateLimit,
+    /// The consumer options of every portal (`poll` is always on).
+    pub options: Options,
+    pub holds: Holds,
+}
+
+/// Calls the app's code with a portal's batch.
+pub trait PortalHandler<D>: 'static {
+    fn handle(&self, portal: &PortalInfo, batch: &Batch<D>) -> LocalBoxFuture<'static, Outcome>;
+}
+
+/// Tells the app what happens, per portal.
+pub trait FleetReporter<D>: 'static {
+    fn progress(&self, portal: &PortalInfo, progress: &Progress);
+    fn error(&self, portal: &PortalInfo, error: &B24Error);
+    /// The portal is no longer drained: stopped (a dead refresh token, deleted, moved), or its
+    /// lease went to another worker.
+    fn stopped(&self, portal: &PortalInfo, error: Option<&B24Error>);
+    fn dead_letters(&self, portal: &PortalInfo, events: &[OfflineEvent<D>], reason: DeadReason);
+    fn malformed(&self, portal: &PortalInfo, rows: &[D]);
+}
+
+/// Which portal, as the app's code sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalInfo {
+    pub member_id: String,
+    /// Host (and port) of the portal.
+    pub domain: String,
+}
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Installed {
+    pub portal: PortalInfo,
+    /// A portal seen before (a repeated install event, a reinstall).
+    pub known: bool,
+    pub bound: Vec<Bound>,
+    /// The onOfflineEvent receiver was bound now (false: already, or none configured).
+    pub signal_bound: bool,
+}
+
+/// One portal this worker drains.
+struct Portal<P: Platform + Clone> {
+    info: PortalInfo,
+    alarm: Alarm,
+    /// Set when the worker lost the lease (the drain stops after its batch in hand).
+    lost: Cell<bool>,
+    progress: RefCell<Progress>,
+    last_error: RefCell<Option<B24Error>>,
+    client: RefCell<Option<Rc<Client<P>>>>,
+}
+
+/// A portal's line in [`Fleet::stats`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortalStats {
+    pub portal: PortalInfo,
+    pub progress: Progress,
+    pub client: Option<Stats>,
+    pub last_error: Option<B24Error>,
+}
+
+struct Inner<P: Platform + Clone> {
+    platform: P,
+    store: Rc<dyn FleetStore>,
+    settings: Settings,
+    portals: RefCell<BTreeMap<String, Rc<Portal<P>>>>,
+    crowd: Crowd<'static>,
+    gate: Gate,
+    /// Ends the scanner's wait (an install, a stop).
+    scan: Alarm,
+    closing: Cell<bool>,
+    refreshes: Cell<u64>,
+}
+
+#[derive(Clone)]
+pub struct Fleet<P: Platform + Clone> {
+    inner: Rc<Inner<P>>,
+}
+
+fn lease_name(prefix: &str, member: &str) -> String {
+    [prefix, "lease/", member].concat()
+}
+
+fn journal_key(prefix: &str, member: &str) -> String {
+    [prefix, "journal/", member].concat()
+}
+
+fn wake_key(prefix: &str, member: &str) -> String {
+    [prefix, "wake/", member].concat()
+}
+
+fn invalid(why: &str) -> B24Error {
+    B24Error::new(code::INVALID_INSTALL, why)
+}
+
+/// Whether an error ends a portal for good (until a new install), rather than for a while.
+fn fatal(e: &B24Error) -> bool {
+    e.is(code::PORTAL_STOPPED)
+        || e.is(code::INVALID_GRANT)
+        || e.is(code::PORTAL_DELETED)
+        || e.is(code::PORTAL_MOVED)
+        || e.is(code::INVALID_TOKEN)
+        || e.is(code::NO_AUTH_FOUND)
+        || e.is(code::ACCESS_DENIED)
+        || e.is(code::FEATURE_UNAVAILABLE)
+}
+
+impl<P: Platform + Clone> Fleet<P> {
+    pub fn new(platform: P, store: Rc<dyn FleetStore>, settings: Settings) -> Fleet<P> {
+        let gate = Gate::new(settings.concurrency);
+        Fleet {
+            inner: Rc::new(Inner {
+                platform,
+                store,
+                settings,
+                portals: RefCell::default(),
+                crowd: Crowd::default(),
+                gate,
+                scan: Alarm::default(),
+                closing: Cell::new(false),
+                refreshes: Cell::new(0),
+            }),
+        }
+    }
+
+    /// A client for a portal's record: its own limiter, the fleet's token source.
+    fn client(&self, record: &Record) -> Client<P> {
+        let me = &self.inner;
+        let s = &me.settings;
+        let mut config = Config::new(record.origin.clone());
+        config.timeout_ms = s.timeout_ms;
+        config.rate = Some(s.plan);
+        config.connector = s.connector.clone();
+        let tokens = PortalTokens::new(
+            me.platform.clone(),
+            me.store.clone(),
+            &s.prefix,
+            &record.member_id,
+            &s.worker,
+            s.app.clone(),
+            s.trust.clone(),
+            s.timeout_ms,
+            record.generation,
+        );
+        let auth = Auth::new(
+            Token {
+                access: record.access_token.clone(),
+                expires_at_ms: Some(record.expires_at_ms),
+            },
+            Some(Rc::new(tokens)),
+        );
+        Client::new(me.platform.clone(), config, auth)
+    }
+
+    /// Takes an install (the `ONAPPINSTALL` event or the install page's POST): checks it,
+    /// checks the token against the portal itself (`app.info`), stores the portal, binds the
+    /// app's events and the onOfflineEvent receiver. A known portal is only replaced by an
+    /// install that proves itself: the same application token, or a token the stored portal
+    /// accepts; a portal's address changes only after it was stopped as moved there.
+    pub async fn install(&self, payload: &Tree) -> Result<Installed> {
+        let me = &self.inner;
+        let s = &me.settings;
+        let install = Install::read(payload, &s.trust)?;
+        let key = record_key(&s.prefix, &install.member_id);
+        let existing = read_record(&*me.store, &key).await?;
+        let now = me.platform.now_ms();
+        let mut record = Record::installed(&install, now);
+        // The token must work at the portal the install names.
+        let client = self.client(&record);
+        let queue = Queue {
+            client: &client,
+            connector: s.connector.as_deref(),
+        };
+        client
+            .call(
+                "app.info",
+                &crate::core::args::Body::new(),
+                &crate::core::client::CallOptions::new(crate::core::retry::Idempotency::Safe),
+            )
+            .await
+            .map_err(|e| {
+                let mut out = invalid("the portal did not accept the install's access token");
+                out.description.push_str(&[" (", &e.code, ")"].concat());
+                out
+            })?
+            .into_result()
+            .map_err(|e| {
+                invalid(
+                    &[
+                        "the portal refused the install's access token (",
+                        &e.code,
+                        ")",
+                    ]
+                    .concat(),
+                )
+            })?;
+        if let Some((_, known)) = &existing {
+            let moved_here = known.stopped.is_some()
+                && known.moved_to.as_deref() == Some(record.origin.host.as_str());
+            if known.origin != record.origin && !moved_here {
+                return Err(invalid(
+                    "a portal with this member_id is installed at another address; uninstall it first",
+                ));
+            }
+            if known.stopped.is_none() {
+                // A portal being drained keeps its pair unless the install proves it is this
+                // app's: the same application token (another app's token for the same portal
+                // would pass app.info too). The install page's POST carries none: nothing new.
+                match (&known.application_token, &install.application_token) {
+                    (Some(a), Some(b)) if constant_time_eq(a.as_bytes(), b.as_bytes()) => {}
+                    (_, None) => {
+                        return Ok(Installed {
+                            portal: PortalInfo {
+                                member_id: known.member_id.clone(),
+                                domain: known.origin.host.clone(),
+                            },
+                            known: true,
+                            bound: Vec::new(),
+                            signal_bound: false,
+                        })
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "the portal is installed with another application token; uninstall it first",
+                        ))
+                    }
+                }
+            }
+            if record.application_token.is_none() {
+                record.application_token = known.application_token.clone();
+            }
+            record.generation = known.generation + 1;
+        }
+        let text = record.to_text();
+        if !me
+            .store
+            .swap(&key, existing.as_ref().map(|(t, _)| t.as_str()), Some(text))
+            .await?
+        {
+            return Err(B24Error::new(
+                code::STORE_FAILED,
+                "the portal record changed during the install; send it again",
+            ));
+        }
+        let bound = if s.events.is_empty() {
+            Vec::new()
+        } else {
+            queue.bind(&s.events, None).await?
+        };
+        let signal_bound = match &s.signal_url {
+            Some(url) => queue.notify_at(url, None, None).await?,
+            None => false,
+        };
+        me.scan.ring();
+        Ok(Installed {
+            portal: PortalInfo {
+                member_id: record.member_id.clone(),
+                domain: record.origin.host.clone(),
+            },
+            known: existing.is_some(),
+            bound,
+            signal_bound,
+        })
+    }
+
+    /// Takes an `ONAPPUNINSTALL`: proven by the application token, it stops the portal and
+    /// deletes its record, journal and lease. Returns the member id.
+    pub async fn uninstall(&self, payload: &Tree) -> Result<String> {
+        let me = &self.inner;
+        let s = &me.settings;
+        let u = Uninstall::read(payload)?;
+        let key = record_key(&s.prefix, &u.member_id);
+        let Some((text, record)) = read_record(&*me.store, &key).await? else {
+            return Err(invalid("no such portal in the store"));
+        };
+        if !record
+            .application_token
+            .as_deref()
+            .is_some_and(|t| u.matches(t))
+        {
+            return Err(invalid(
+                "auth[application_token] is not the portal's (or none was stored: the install event never arrived)",
+            ));
+        }
+        let here = me.portals.borrow().get(&u.member_id).cloned();
+        if let Some(p) = here {
+            p.alarm.close();
+        }
+        me.store.swap(&key, Some(&text), None).await?;
+        let journal = journal_key(&s.prefix, &u.member_id);
+        for k in me.store.keys(&journal).await? {
+            me.store.delete(&k).await?;
+        }
+        me.store.delete(&wake_key(&s.prefix, &u.member_id)).await?;
+        Ok(u.member_id)
+    }
+
+    /// Takes an onOfflineEvent POST: the portal by `member_id`, its application token compared
+    /// in constant time; wakes its drain here, or tells the worker that holds it (at its next
+    /// scan). Returns the member id.
+    pub async fn signal(&self, payload: &Tree) -> Result<String> {
+        let me = &self.inner;
+        let s = &me.settings;
+        let member = member_id(field(payload, "auth", Some("member_id")))
+            .map_err(|_| B24Error::new(code::INVALID_SIGNAL, "no usable auth[member_id]"))?;
+        let (_, record) = read_record(&*me.store, &record_key(&s.prefix, &member))
+            .await?
+            .ok_or_else(|| B24Error::new(code::INVALID_SIGNAL, "no such portal"))?;
+        let token = record.application_token.as_deref().unwrap_or("");
+        if token.is_empty() {
+            return Err(B24Error::new(
+                code::INVALID_SIGNAL,
+                "the portal's application token is unknown (the install event never arrived)",
+            ));
+        }
+        verify(payload, token)?;
+        let here = me.portals.borrow().get(&member).cloned();
+        match here {
+            Some(p) => p.alarm.ring(),
+            None => {
+                let now = me.platform.now_ms();
+                me.store
+                    .set(
+                        &wake_key(&s.prefix, &member),
+                        super::super::digits::decimal(now as u64),
+                    )
+                    .await?
+            }
+        }
+        Ok(member)
+    }
+
+    /// Portals this worker drains now, with their counters.
+    pub fn stats(&self) -> Vec<PortalStats> {
+        self.inner
+            .portals
+            .borrow()
+            .values()
+            .map(|p| PortalStats {
+                portal: p.info.clone(),
+                progress: p.progress.borrow().clone(),
+                client: p.client.borrow().as_ref().map(|c| c.stats()),
+                last_error: p.last_error.borrow().clone(),
+            })
+            .collect()
+    }
+
+    /// Refreshes made by this worker's portals.
+    pub fn refreshes(&self) -> u64 {
+        self.inner.refreshes.get()
+            + self
+                .inner
+                .portals
+                .borrow()
+                .values()
+                .filter_map(|p| p.client.borrow().as_ref().map(|c| c.auth.refreshes()))
+                .sum::<u64>()
+    }
+
+    /// Asks the run to end: every portal finishes the batch in hand and acknowledges it, then
+    /// the leases are given back and [`Fleet::run`] returns.
+    pub fn stop(&self) {
+        let me = &self.inner;
+        me.closing.set(true);
+        for p in me.portals.borrow().values() {
+            p.alarm.close();
+        }
+        me.scan.close();
+    }
+
+    /// Runs the worker until [`Fleet::stop`]: holds leases, drains held portals.
+    pub async fn run(
+        &self,
+        handler: Rc<dyn PortalHandler<P::Data>>,
+        reporter: Rc<dyn FleetReporter<P::Data>>,
+    ) {
+        let scanner = self.clone();
+        let (h, r) = (handler.clone(), reporter.clone());
+        self.inner.crowd.add(Box::pin(async move {
+            scanner.scan_loop(h, r).await;
+        }));
+        self.inner.crowd.run().await;
+    }
+
+    async fn scan_loop(
+        &self,
+        handler: Rc<dyn PortalHandler<P::Data>>,
+        reporter: Rc<dyn FleetReporter<P::Data>>,
+    ) {
+        let me = &self.inner;
+        while !me.closing.get() {
+            if let Err(e) = self.scan(&handler, &reporter).await {
+                me.platform.log(
+                    Level::Warn,
+                    &["the fleet's scan failed: ", &e.message()].concat(),
+                );
+            }
+            let wait = me.platform.sleep(me.settings.scan_ms, None);
+            let _ = race(wait, me.scan.rung()).await;
+        }
+        // Stopping: every drain ends after its batch in hand (their tasks are in the crowd);
+        // then the leases go back.
+        while me.crowd.running() > 1 {
+            let _ = me.platform.sleep(50.0, None).await;
+        }
+        let held: Vec<String> = me.portals.borrow().keys().cloned().collect();
+        for m in held {
+            let _ = me
+                .store
+                .release(&lease_name(&me.settings.prefix, &m), &me.settings.worker)
+                .await;
+        }
+    }
+
+    /// One look at the store: renew what is held, give up what is lost, take what is free.
+    async fn scan(
+        &self,
+        handler: &Rc<dyn PortalHandler<P::Data>>,
+        reporter: &Rc<dyn FleetReporter<P::Data>>,
+    ) -> Result<()> {
+        let me = &self.inner;
+        let s = &me.settings;
+        let prefix = [&s.prefix, "portal/"].concat();
+        let members: Vec<String> = me
+            .store
+            .keys(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        // Drains of portals no longer in the store (uninstalled elsewhere) end.
+        for (m, p) in me.portals.borrow().iter() {
+            if !members.contains(m) {
+                p.alarm.close();
+            }
+        }
+        for m in members {
+            if me.closing.get() {
+                break;
+            }
+            let now = me.platform.now_ms();
+            let running = me.portals.borrow().get(&m).cloned();
+            let held = me
+                .store
+                .lease(&lease_name(&s.prefix, &m), &s.worker, s.lease_ms, now)
+                .await?;
+            match (running, held) {
+                (Some(p), None) => {
+                    // Lost (another worker has it): stop taking batches at once.
+                    p.lost.set(true);
+                    p.alarm.close();
+                }
+                (Some(p), Some(_)) => {
+                    if me.store.get(&wake_key(&s.prefix, &m)).await?.is_some() {
+                        me.store.delete(&wake_key(&s.prefix, &m)).await?;
+                        p.alarm.ring();
+                    }
+                }
+                (None, Some(_)) => {
+                    let Some((_, record)) =
+                        read_record(&*me.store, &record_key(&s.prefix, &m)).await?
+                    else {
+                        me.store
+                            .release(&lease_name(&s.prefix, &m), &s.worker)
+                            .await?;
+                        continue;
+                    };
+                    if record.stopped.is_some() {
+                        // Nothing to drain until a new install.
+                        me.store
+                            .release(&lease_name(&s.prefix, &m), &s.worker)
+                            .await?;
+                        continue;
+                    }
+                    self.start(record, handler.clone(), reporter.clone());
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        record: Record,
+        handler: Rc<dyn PortalHandler<P::Data>>,
+        reporter: Rc<dyn FleetReporter<P::Data>>,
+    ) {
+        let portal = Rc::new(Portal {
+            info: PortalInfo {
+                member_id: record.member_id.clone(),
+                domain: record.origin.host.clone(),
+            },
+            alarm: Alarm::default(),
+            lost: Cell::new(false),
+            progress: RefCell::default(),
+            last_error: RefCell::default(),
+            client: RefCell::default(),
+        });
+        self.inner
+            .portals
+            .borrow_mut()
+            .insert(record.member_id.clone(), portal.clone());
+        let fleet = self.clone();
+        self.inner.crowd.add(Box::pin(async move {
+            fleet.drain(record, portal, handler, reporter).await;
+        }));
+    }
+
+    /// A held portal, drained until stopped, lost, or stopped for good by an error.
+    async fn drain(
+        &self,
+        record: Record,
+        portal: Rc<Portal<P>>,
+        handler: Rc<dyn PortalHandler<P::Data>>,
+        reporter: Rc<dyn FleetReporter<P::Data>>,
+    ) {
+        let me = &self.inner;
+        let s = &me.settings;
+        let member = record.member_id.clone();
+        let client = Rc::new(self.client(&record));
+        *portal.client.borrow_mut() = Some(client.clone());
+        let journal = Journal::new(
+            me.store.clone() as Rc<dyn Store>,
+            journal_key(&s.prefix, &member),
+        );
+        let flow = Flow {
+            queue: Queue {
+                client: &client,
+                connector: s.connector.as_deref(),
+            },
+            journal: &journal,
+            owner: &s.worker,
+            locked: false,
+            flag: false,
+            signed: false,
+            liveness: None,
+            hold_ms: s.holds.hold_ms,
+            handle_ms: s.holds.handle_ms(s.timeout_ms),
+        };
+        let gated = Gated {
+            fleet: self.clone(),
+            portal: portal.clone(),
+            handler,
+        };
+        let told = Told {
+            portal: portal.clone(),
+            reporter: reporter.clone(),
+        };
+        let mut options = s.options.clone();
+        if options.poll.is_none() {
+            options.poll = Some((1000.0, 30_000.0));
+        }
+        let mut stop_error = None;
+        while !portal.alarm.closed() {
+            match consume(&flow, &gated, &told, &options, None, Some(&portal.alarm)).await {
+                Ok(p) => *portal.progress.borrow_mut() = p,
+                Err(e) if fatal(&e) => {
+                    stop_error = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    reporter.error(&portal.info, &e);
+                    *portal.last_error.borrow_mut() = Some(e);
+                    let wait = me.platform.sleep(s.scan_ms, None);
+                    let _ = race(wait, portal.alarm.rung()).await;
+                }
+            }
+        }
+        if let Some(e) = &stop_error {
+            *portal.last_error.borrow_mut() = Some(e.clone());
+            // Kept in the store, so that no worker takes the portal up again until a new install.
+            if !e.is(code::PORTAL_STOPPED) {
+                let moved = e.moved_to.clone();
+                let why = e.code.to_string();
+                let _ = change_record(&*me.store, &record_key(&s.prefix, &member), |r| {
+                    r.stopped = Some(why.clone());
+                    if moved.is_some() {
+                        r.moved_to = moved.clone();
+                    }
+                })
+                .await;
+            }
+        }
+        me.refreshes
+            .set(me.refreshes.get() + client.auth.refreshes());
+        me.portals.borrow_mut().remove(&member);
+        if !portal.lost.get() {
+            let _ = me
+                .store
+                .release(&lease_name(&s.prefix, &member), &s.worker)
+                .await;
+        }
+        reporter.stopped(&portal.info, stop_error.as_ref().map(stopped_by).as_ref());
+    }
+}
+
+/// A stopped portal's error as the app sees it: `PORTAL_STOPPED`, naming the cause.
+fn stopped_by(e: &B24Error) -> B24Error {
+    if e.is(code::PORTAL_STOPPED) {
+        return e.clone();
+    }
+    let mut out = B24Error::new(
+        code::PORTAL_STOPPED,
+        [
+            "the portal is stopped (",
+            &e.code,
+            ": ",
+            &e.description,
+            "); a new install of the app brings it back",
+        ]
+        .concat(),
+    );
+    out.moved_to = e.moved_to.clone();
+    out
+}
+
+/// The app's handler behind the fleet's gate.
+struct Gated<P: Platform + Clone> {
+    fleet: Fleet<P>,
+    portal: Rc<Portal<P>>,
+    handler: Rc<dyn PortalHandler<P::Data>>,
+}
+
+impl<P: Platform + Clone> Handler<P::Data> for Gated<P> {
+    fn handle(&self, batch: &Batch<P::Data>) -> LocalBoxFuture<'static, Outcome> {
+        let fleet = self.fleet.clone();
+        let portal = self.portal.clone();
+        let handler = self.handler.clone();
+        let batch = batch.clone();
+        Box::pin(async move {
+            let _pass = fleet.inner.gate.enter().await;
+            handler.handle(&portal.info, &batch).await
+        })
+    }
+}
+
+/// The reporter of one portal's consumer.
+struct Told<P: Platform + Clone> {
+    portal: Rc<Portal<P>>,
+    reporter: Rc<dyn FleetReporter<P::Data>>,
+}
+
+impl<P: Platform + Clone> Reporter<P::Data> for Told<P> {
+    fn progress(&self, progress: &Progress) {
+        *self.portal.progress.borrow_mut() = progress.clone();
+        self.reporter.progress(&self.portal.info, progress);
+    }
+    fn dead_letters(&self, events: &[OfflineEvent<P::Data>], reason: DeadReason) {
+        self.reporter
+            .dead_letters(&self.portal.info, events, reason);
+    }
+    fn malformed(&self, rows: &[P::Data]) {
+        self.reporter.malformed(&self.portal.info, rows);
+    }
+    fn error(&self, error: &B24Error) {
+        *self.portal.last_error.borrow_mut() = Some(error.clone());
+        self.reporter.error(&self.portal.info, error);
+    }
+}
