@@ -54,7 +54,9 @@ pub(crate) fn url_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // Bytes that are not UTF-8 once decoded stay as they came, still encoded (no lossy
+    // decoder in the wasm for a case that only garbage reaches).
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 /// `a=1&auth[application_token]=x` as (key, value) pairs, keys kept flat.
@@ -163,5 +165,8 @@ mod tests {
         assert!(!constant_time_eq(b"", b"a"));
         assert!(constant_time_eq(b"", b""));
         assert_eq!(url_decode("a%20b+c%zz%"), "a b c%zz%");
+        // Not UTF-8 once decoded: kept as it came.
+        assert_eq!(url_decode("x%ff%fe"), "x%ff%fe");
+        assert_eq!(url_decode("%C3%A9"), "é");
     }
 }

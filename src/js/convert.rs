@@ -13,8 +13,11 @@ use web_sys::AbortSignal;
 
 #[wasm_bindgen(module = "/src/js/glue.js")]
 extern "C" {
-    #[wasm_bindgen(js_name = makeError)]
-    fn make_error(
+    /// The one error class (defined in glue.js).
+    #[wasm_bindgen(js_name = B24Error, extends = js_sys::Error)]
+    type JsB24Error;
+    #[wasm_bindgen(constructor, js_class = B24Error)]
+    fn new(
         message: &str,
         code: &str,
         status: u16,
@@ -22,14 +25,14 @@ extern "C" {
         description: &str,
         retryable: bool,
         moved_to: Option<String>,
-    ) -> JsValue;
+    ) -> JsB24Error;
     #[wasm_bindgen(js_name = asyncIterable)]
     pub fn async_iterable(next: &JsValue) -> JsValue;
 }
 
 /// The `B24Error` instance for an error.
 pub fn js_error(e: &B24Error) -> JsValue {
-    make_error(
+    JsB24Error::new(
         &e.message(),
         &e.code,
         e.status,
@@ -38,6 +41,7 @@ pub fn js_error(e: &B24Error) -> JsValue {
         e.retryable(),
         e.moved_to.clone(),
     )
+    .into()
 }
 
 /// A field that is neither `undefined` nor `null`.

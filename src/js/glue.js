@@ -14,10 +14,6 @@ export class B24Error extends Error {
   }
 }
 
-export function makeError(message, code, status, method, description, retryable, movedTo) {
-  return new B24Error(message, code, status, method, description, retryable, movedTo);
-}
-
 /** setTimeout fires at once for delays past 2^31 - 1 ms: longer waits are cut to that. */
 const clamp = (ms) => (ms > 0 ? Math.min(ms, 2147483647) : 0);
 
@@ -43,7 +39,7 @@ export function sleep(ms, signal) {
 }
 
 /**
- * POSTs a JSON body (or GETs, when there is none: the OAuth server's refresh) and reads the
+ * POSTs a JSON body (or GETs, when it is empty: the OAuth server's refresh) and reads the
  * answer as text: `[status, text]`, or for a redirect
  * `[status, null, location]` (status 0 and no location where the runtime hides them, as
  * browsers do). Redirects are never followed: the body carries the token. Rejects with
@@ -60,9 +56,9 @@ export function post(url, body, timeoutMs, signal) {
   }
   const done = () => { clearTimeout(timer); if (signal) signal.removeEventListener('abort', onAbort); };
   return fetch(url, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: body === undefined ? { accept: 'application/json' } : { 'content-type': 'application/json', accept: 'application/json' },
-    body,
+    method: body ? 'POST' : 'GET',
+    headers: { 'content-type': 'application/json' },
+    body: body || undefined,
     redirect: 'manual',
     credentials: 'omit',
     signal: controller.signal,

@@ -16,7 +16,7 @@ extern "C" {
     fn sleep_promise_js(ms: f64, signal: Option<&AbortSignal>) -> js_sys::Promise;
     fn post(
         url: &str,
-        body: Option<String>,
+        body: String,
         timeout_ms: f64,
         signal: Option<&AbortSignal>,
     ) -> js_sys::Promise;
@@ -70,15 +70,15 @@ pub async fn sleep(ms: f64, signal: Option<&AbortSignal>) -> bool {
         .unwrap_or(false)
 }
 
-/// POSTs `body` (JSON text) to `url`, or GETs it without a body, and reads the whole answer as
-/// text.
+/// POSTs `body` (JSON text) to `url`, or GETs it without a body (`None`, sent as an empty
+/// string: a JSON body never is), and reads the whole answer as text.
 pub async fn post_json(
     url: &str,
     body: Option<String>,
     timeout_ms: f64,
     signal: Option<&AbortSignal>,
 ) -> Result<HttpResponse, TransportError> {
-    let answer = JsFuture::from(post(url, body, timeout_ms, signal))
+    let answer = JsFuture::from(post(url, body.unwrap_or_default(), timeout_ms, signal))
         .await
         .map_err(|e| match e.as_string().as_deref() {
             Some("timeout") => TransportError::Timeout,
