@@ -108,8 +108,8 @@ impl Default for Options {
     }
 }
 
-/// The longest a timer waits: what `setTimeout` takes.
-fn delay(given: &impl Given, key: &str, default: f64) -> Result<f64> {
+/// A delay option: a positive whole number of ms, at most what `setTimeout` takes.
+pub(crate) fn delay(given: &impl Given, key: &str, default: f64) -> Result<f64> {
     Ok(match given.number(key)? {
         Some(d) => (validate::positive(key, d)? as f64).min(MAX_DELAY_MS),
         None => default,

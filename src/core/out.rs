@@ -6,6 +6,7 @@
 
 use super::client::Stats;
 use super::consume::Progress;
+use super::fleet::worker::{Installed, PortalInfo, PortalStats};
 use super::frame::InitData;
 use super::limiter::MethodOperating;
 use super::model::{Binding, Bound, Features, ListPage, OfflineEvent};
@@ -205,6 +206,47 @@ impl<D> ToOut<D> for Signal {
             ("ts", self.ts.map(|t| Out::Num(t as f64))),
             ("domain", self.domain.as_deref().map(Out::Str)),
             ("memberId", self.member_id.as_deref().map(Out::Str)),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for PortalInfo {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("memberId", text(&self.member_id)),
+            ("domain", text(&self.domain)),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for Installed {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("memberId", text(&self.portal.member_id)),
+            ("domain", text(&self.portal.domain)),
+            ("known", Some(Out::Bool(self.known))),
+            ("bound", Some(self.bound.out())),
+            ("signalBound", Some(Out::Bool(self.signal_bound))),
+        ])
+    }
+}
+
+impl<D> ToOut<D> for PortalStats {
+    fn out(&self) -> Out<'_, D> {
+        obj([
+            ("memberId", text(&self.portal.member_id)),
+            ("domain", text(&self.portal.domain)),
+            ("progress", Some(self.progress.out())),
+            ("requests", self.client.as_ref().map(ToOut::out)),
+            (
+                "lastError",
+                self.last_error.as_ref().map(|e| {
+                    Out::Obj(vec![
+                        ("code", Out::Str(&e.code)),
+                        ("description", Out::Str(&e.description)),
+                    ])
+                }),
+            ),
         ])
     }
 }

@@ -407,29 +407,57 @@ struct JsHandler {
 
 impl Handler<JsData> for JsHandler {
     fn handle(&self, batch: &Batch<JsData>) -> LocalBoxFuture<'static, Outcome> {
-        let ctx = Object::new();
-        let set = |k: &str, v: &JsValue| {
-            put(&ctx, &key(k), v);
-        };
-        set("processId", &JsValue::from_str(&batch.process_id));
-        set("fromErrorQueue", &JsValue::from_bool(batch.error));
-        set("recovered", &JsValue::from_bool(batch.recovered));
+        let ctx = batch_context(batch);
         if let Some(s) = &self.signal {
-            set("signal", s);
+            put(&ctx, &key("signal"), s);
         }
-        let p = call_async(&self.func, &to_js(&batch.events), &ctx.into());
-        Box::pin(async move {
-            match JsFuture::from(p).await {
-                Err(e) => Outcome::Threw(
-                    e.dyn_ref::<js_sys::Error>()
-                        .map(|e| String::from(e.message()))
-                        .or_else(|| e.as_string())
-                        .unwrap_or_default(),
-                ),
-                Ok(v) => outcome(&v),
-            }
-        })
+        call_handler(&self.func, batch, &ctx)
     }
+}
+
+/// The handler's second argument: which reservation (`processId`, `fromErrorQueue`,
+/// `recovered`).
+#[inline(always)]
+pub(super) fn batch_context(batch: &Batch<JsData>) -> Object {
+    let ctx = Object::new();
+    put(
+        &ctx,
+        &key("processId"),
+        &JsValue::from_str(&batch.process_id),
+    );
+    put(
+        &ctx,
+        &key("fromErrorQueue"),
+        &JsValue::from_bool(batch.error),
+    );
+    put(
+        &ctx,
+        &key("recovered"),
+        &JsValue::from_bool(batch.recovered),
+    );
+    ctx
+}
+
+/// Calls the app's handler with the batch's events and `ctx`, and reads what it answered.
+/// (Inlined: one caller per build, as before the fleet shared it.)
+#[inline(always)]
+pub(super) fn call_handler(
+    func: &Function,
+    batch: &Batch<JsData>,
+    ctx: &Object,
+) -> LocalBoxFuture<'static, Outcome> {
+    let p = call_async(func, &to_js(&batch.events), ctx);
+    Box::pin(async move {
+        match JsFuture::from(p).await {
+            Err(e) => Outcome::Threw(
+                e.dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+                    .or_else(|| e.as_string())
+                    .unwrap_or_default(),
+            ),
+            Ok(v) => outcome(&v),
+        }
+    })
 }
 
 struct JsReporter {

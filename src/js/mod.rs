@@ -4,6 +4,8 @@
 pub mod calls;
 pub mod client;
 pub mod convert;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod flow;
 pub mod frame;
 pub mod platform;

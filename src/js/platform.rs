@@ -16,6 +16,7 @@ use web_sys::AbortSignal;
 #[derive(Debug, Clone)]
 pub struct JsData(pub JsValue);
 
+#[derive(Clone)]
 pub struct WebPlatform {
     /// `(level, message) => void`, the app's logger.
     pub logger: Option<Function>,

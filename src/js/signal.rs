@@ -2,6 +2,7 @@
 
 use super::convert::{js_error, tree};
 use super::platform::to_js;
+use crate::core::args::Tree;
 use crate::core::error::{B24Error, Result};
 use crate::core::signal::{form_tree, verify};
 use wasm_bindgen::prelude::*;
@@ -17,30 +18,36 @@ pub fn verify_offline_signal(
     #[wasm_bindgen(js_name = applicationToken)] application_token: String,
 ) -> std::result::Result<JsValue, JsValue> {
     let run = || -> Result<JsValue> {
-        let payload = if let Some(text) = body.as_string() {
-            let t = text.trim_start();
-            if t.starts_with('{') {
-                let parsed = crate::transport::parse_json(t).ok_or_else(|| {
-                    B24Error::new(
-                        crate::core::error::code::INVALID_SIGNAL,
-                        "the body is not valid JSON",
-                    )
-                })?;
-                tree(&parsed, "body")?
-            } else {
-                form_tree(&text)
-            }
-        } else if let Some(params) = body.dyn_ref::<web_sys::UrlSearchParams>() {
-            form_tree(&String::from(params.to_string()))
-        } else if body.is_object() {
-            tree(&body, "body")?
-        } else {
-            return Err(B24Error::invalid(
-                "body",
-                "must be the request body: a string, URLSearchParams or an object",
-            ));
-        };
-        Ok(to_js(&verify(&payload, &application_token)?))
+        Ok(to_js(&verify(
+            &payload(&body, crate::core::error::code::INVALID_SIGNAL)?,
+            &application_token,
+        )?))
     };
     run().map_err(|e| js_error(&e))
+}
+
+/// A request body as the core reads it: form text, JSON text, `URLSearchParams` or an object a
+/// framework parsed. `bad_json` is the code for JSON text that does not parse. (Inlined: the
+/// browser build has one caller.)
+#[inline(always)]
+pub(super) fn payload(body: &JsValue, bad_json: &'static str) -> Result<Tree> {
+    if let Some(text) = body.as_string() {
+        let t = text.trim_start();
+        if t.starts_with('{') {
+            let parsed = crate::transport::parse_json(t)
+                .ok_or_else(|| B24Error::new(bad_json, "the body is not valid JSON"))?;
+            return tree(&parsed, "body");
+        }
+        return Ok(form_tree(&text));
+    }
+    if let Some(params) = body.dyn_ref::<web_sys::UrlSearchParams>() {
+        return Ok(form_tree(&String::from(params.to_string())));
+    }
+    if body.is_object() {
+        return tree(body, "body");
+    }
+    Err(B24Error::invalid(
+        "body",
+        "must be the request body: a string, URLSearchParams or an object",
+    ))
 }

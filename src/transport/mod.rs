@@ -90,7 +90,7 @@ pub async fn post_json(
             }
             None => TransportError::Network("fetch failed".into()),
         })?;
-    let part = |i: u32| js_sys::Reflect::get_u32(&answer, i).unwrap_or(JsValue::UNDEFINED);
+    let part = |i: u32| prop(&answer, &JsValue::from(i));
     let status = part(0).as_f64().unwrap_or(0.0) as u16;
     match part(1).as_string() {
         Some(body) => Ok(HttpResponse { status, body }),

@@ -81,14 +81,33 @@ for (const [dir, built] of TARGETS) {
   if (!glue) throw new Error(`no snippets/**/glue.js in ${to}`);
   const rel = './' + relative(to, glue);
   const entry = join(to, `${NAME}.js`);
+  const snippets = [];
+  (function walk(d) {
+    for (const e of readdirSync(d)) {
+      const p = join(d, e);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (p.endsWith('.js')) snippets.push(p);
+    }
+  })(join(to, 'snippets'));
   if (dir === 'node') {
-    // wasm-bindgen's nodejs output is CommonJS and require()s the snippet: make it CommonJS too.
-    const src = readFileSync(glue, 'utf8');
-    const names = [...src.matchAll(/^export (?:class|function) (\w+)/gm)].map((m) => m[1]);
-    writeFileSync(glue, src.replace(/^export (class|function) /gm, '$1 ') + `\nmodule.exports = { ${names.join(', ')} };\n`);
-    writeFileSync(entry, readFileSync(entry, 'utf8') + `\nmodule.exports.B24Error = require(${JSON.stringify(rel)}).B24Error;\n`);
+    // wasm-bindgen's nodejs output is CommonJS and require()s the snippets: make them CommonJS too.
+    for (const file of snippets) {
+      const src = readFileSync(file, 'utf8');
+      const names = [...src.matchAll(/^export (?:class|function) (\w+)/gm)].map((m) => m[1]);
+      writeFileSync(file, src.replace(/^export (class|function) /gm, '$1 ') + `\nmodule.exports = { ${names.join(', ')} };\n`);
+    }
+    // The fleet's stores: plain Node modules beside the build.
+    cpSync(join(root, 'pkg-template/node/stores.cjs'), join(to, 'stores.cjs'));
+    writeFileSync(
+      entry,
+      readFileSync(entry, 'utf8') +
+        `\nmodule.exports.B24Error = require(${JSON.stringify(rel)}).B24Error;\n` +
+        `Object.assign(module.exports, require('./stores.cjs'));\n`,
+    );
     writeFileSync(join(to, 'package.json'), JSON.stringify({ type: 'commonjs' }, null, 2) + '\n');
-    const exported = [...readFileSync(join(to, `${NAME}.d.ts`), 'utf8').matchAll(/^export (?:declare )?(?:class|function) (\w+)/gm)].map((m) => m[1]);
+    const dts = join(to, `${NAME}.d.ts`);
+    writeFileSync(dts, readFileSync(dts, 'utf8') + readFileSync(join(root, 'pkg-template/node/stores.d.ts'), 'utf8'));
+    const exported = [...readFileSync(dts, 'utf8').matchAll(/^export (?:declare )?(?:class|function) (\w+)/gm)].map((m) => m[1]);
     const names2 = [...new Set([...exported, 'B24Error'])].filter((n) => !n.startsWith('__'));
     writeFileSync(join(to, 'index.mjs'), `// ESM entry for Node: the CommonJS build, re-exported.\nimport lib from './${NAME}.js';\nexport const { ${names2.join(', ')} } = lib;\n`);
     writeFileSync(join(to, 'index.d.mts'), `export * from './${NAME}.js';\n`);
@@ -97,12 +116,13 @@ for (const [dir, built] of TARGETS) {
   }
   fixTypes(join(to, `${NAME}.d.ts`));
   minify(entry, dir !== 'node');
-  minify(glue, dir !== 'node');
+  for (const file of snippets) minify(file, dir !== 'node');
 }
-// One build for every target: the three wasm files must be the same bytes (.ci/build optimises
-// one and copies it; a difference would mean a target was left from an older build).
-const wasms = TARGETS.map(([dir]) => readFileSync(join(out, dir, `${NAME}_bg.wasm`)));
-if (!wasms.every((w) => w.equals(wasms[0]))) throw new Error('the web, bundler and node builds ship different wasm');
+// One build for the browsers: web and bundler must ship the same wasm bytes (.ci/build
+// optimises one and copies it; a difference would mean a target was left from an older build).
+// Node's is its own build (the same library plus Fleet).
+const [web, bundler] = ['web', 'bundler'].map((dir) => readFileSync(join(out, dir, `${NAME}_bg.wasm`)));
+if (!web.equals(bundler)) throw new Error('the web and bundler builds ship different wasm');
 const pkg = JSON.parse(readFileSync(join(root, 'pkg-template/package.json'), 'utf8'));
 pkg.version = version;
 writeFileSync(join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');

@@ -7,6 +7,7 @@
 pub mod install;
 pub mod oauth;
 pub mod record;
+pub mod settings;
 pub mod store;
 pub mod worker;
 

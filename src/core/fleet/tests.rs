@@ -5,8 +5,9 @@
 
 use super::install::{Trust, BITRIX_OAUTH};
 use super::oauth::{read_record, record_key, OAuthApp};
+use super::settings::Settings;
 use super::store::MemoryFleetStore;
-use super::worker::{Fleet, FleetReporter, PortalHandler, PortalInfo, Settings};
+use super::worker::{Fleet, FleetReporter, PortalHandler, PortalInfo};
 use crate::core::args::Tree;
 use crate::core::consume::{Batch, DeadReason, Outcome, Progress};
 use crate::core::error::{code, B24Error};

@@ -15,49 +15,19 @@ use super::super::consume::{
 use super::super::error::{code, B24Error, Result};
 use super::super::joint::{race, Alarm, Crowd, Gate, LocalBoxFuture};
 use super::super::journal::{Journal, Store};
-use super::super::limiter::RateLimit;
 use super::super::model::{Bound, OfflineEvent};
 use super::super::offline::Queue;
-use super::super::options::{Holds, Options};
 use super::super::platform::{Level, Platform};
 use super::super::signal::{constant_time_eq, field, verify};
-use super::install::{member_id, Install, Trust, Uninstall};
-use super::oauth::{change_record, read_record, record_key, OAuthApp, PortalTokens};
+use super::install::{member_id, Install, Uninstall};
+use super::oauth::{change_record, read_record, record_key, PortalTokens};
 use super::record::Record;
+use super::settings::Settings;
 use super::store::FleetStore;
 use crate::core::args::Tree;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
-
-/// How a worker runs.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Prefix of every key this fleet writes (several apps can share one store).
-    pub prefix: String,
-    /// This worker's id: the owner of its leases and journal entries. Unique per process.
-    pub worker: String,
-    pub app: OAuthApp,
-    pub trust: Trust,
-    /// The events each portal queues for the app (`event.bind`, offline).
-    pub events: Vec<String>,
-    pub connector: Option<String>,
-    /// The app's onOfflineEvent receiver, bound at install so that a change wakes its portal.
-    pub signal_url: Option<String>,
-    /// Handlers running at once, over every portal.
-    pub concurrency: usize,
-    /// A portal's lease: one worker drains it while it holds it.
-    pub lease_ms: f64,
-    /// How often the worker renews its leases and looks for portals to take.
-    pub scan_ms: f64,
-    /// Request timeout.
-    pub timeout_ms: f64,
-    /// Each portal's rate limit unless its record says otherwise (`plan`).
-    pub plan: RateLimit,
-    /// The consumer options of every portal (`poll` is always on).
-    pub options: Options,
-    pub holds: Holds,
-}
 
 /// Calls the app's code with a portal's batch.
 pub trait PortalHandler<D>: 'static {
@@ -100,6 +70,10 @@ struct Portal<P: Platform + Clone> {
     alarm: Alarm,
     /// Set when the worker lost the lease (the drain stops after its batch in hand).
     lost: Cell<bool>,
+    /// Until when (this worker's clock) the lease is surely held: the last renewal plus the
+    /// lease's life. A worker that cannot renew (its store unreachable) stops the drain before
+    /// this passes, so that whoever takes the portal next is alone on it.
+    held_until: Cell<f64>,
     progress: RefCell<Progress>,
     last_error: RefCell<Option<B24Error>>,
     client: RefCell<Option<Rc<Client<P>>>>,
@@ -138,6 +112,10 @@ fn lease_name(prefix: &str, member: &str) -> String {
 
 fn journal_key(prefix: &str, member: &str) -> String {
     [prefix, "journal/", member].concat()
+}
+
+fn worker_key(prefix: &str, worker: &str) -> String {
+    [prefix, "worker/", worker].concat()
 }
 
 fn wake_key(prefix: &str, member: &str) -> String {
@@ -444,6 +422,7 @@ impl<P: Platform + Clone> Fleet<P> {
     ) {
         let me = &self.inner;
         while !me.closing.get() {
+            self.let_go_of_expiring();
             if let Err(e) = self.scan(&handler, &reporter).await {
                 me.platform.log(
                     Level::Warn,
@@ -458,6 +437,10 @@ impl<P: Platform + Clone> Fleet<P> {
         while me.crowd.running() > 1 {
             let _ = me.platform.sleep(50.0, None).await;
         }
+        let _ = me
+            .store
+            .delete(&worker_key(&me.settings.prefix, &me.settings.worker))
+            .await;
         let held: Vec<String> = me.portals.borrow().keys().cloned().collect();
         for m in held {
             let _ = me
@@ -467,7 +450,23 @@ impl<P: Platform + Clone> Fleet<P> {
         }
     }
 
-    /// One look at the store: renew what is held, give up what is lost, take what is free.
+    /// Stops the drains whose lease could not be renewed and would run out before the next
+    /// scan: the store may be unreachable, and the lease then passes to another worker.
+    fn let_go_of_expiring(&self) {
+        let me = &self.inner;
+        let now = me.platform.now_ms();
+        for p in me.portals.borrow().values() {
+            if now + me.settings.scan_ms >= p.held_until.get() && !p.alarm.closed() {
+                p.lost.set(true);
+                p.alarm.close();
+            }
+        }
+    }
+
+    /// One look at the store: say this worker is alive, renew what is held, give up what is
+    /// lost, and take free portals up to this worker's share (the portals over the live
+    /// workers, rounded up); a worker over its share gives the excess back (after their batch
+    /// in hand), so that a worker that joins gets portals within a scan or two.
     async fn scan(
         &self,
         handler: &Rc<dyn PortalHandler<P::Data>>,
@@ -475,6 +474,14 @@ impl<P: Platform + Clone> Fleet<P> {
     ) -> Result<()> {
         let me = &self.inner;
         let s = &me.settings;
+        let now = me.platform.now_ms();
+        me.store
+            .set(
+                &worker_key(&s.prefix, &s.worker),
+                super::super::digits::decimal((now + s.lease_ms) as u64),
+            )
+            .await?;
+        let workers = self.live_workers(now).await?.max(1);
         let prefix = [&s.prefix, "portal/"].concat();
         let members: Vec<String> = me
             .store
@@ -483,56 +490,118 @@ impl<P: Platform + Clone> Fleet<P> {
             .into_iter()
             .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
             .collect();
-        // Drains of portals no longer in the store (uninstalled elsewhere) end.
-        for (m, p) in me.portals.borrow().iter() {
+        let share = members.len().div_ceil(workers);
+        // What is held: renewed, or let go when gone from the store or lost to another worker.
+        let held: Vec<(String, Rc<Portal<P>>)> = me
+            .portals
+            .borrow()
+            .iter()
+            .map(|(m, p)| (m.clone(), p.clone()))
+            .collect();
+        for (m, p) in &held {
+            if p.alarm.closed() {
+                continue;
+            }
             if !members.contains(m) {
                 p.alarm.close();
-            }
-        }
-        for m in members {
-            if me.closing.get() {
-                break;
+                continue;
             }
             let now = me.platform.now_ms();
-            let running = me.portals.borrow().get(&m).cloned();
-            let held = me
+            match me
                 .store
-                .lease(&lease_name(&s.prefix, &m), &s.worker, s.lease_ms, now)
-                .await?;
-            match (running, held) {
-                (Some(p), None) => {
-                    // Lost (another worker has it): stop taking batches at once.
+                .lease(&lease_name(&s.prefix, m), &s.worker, s.lease_ms, now)
+                .await?
+            {
+                None => {
                     p.lost.set(true);
                     p.alarm.close();
                 }
-                (Some(p), Some(_)) => {
-                    if me.store.get(&wake_key(&s.prefix, &m)).await?.is_some() {
-                        me.store.delete(&wake_key(&s.prefix, &m)).await?;
+                Some(_) => {
+                    p.held_until.set(now + s.lease_ms);
+                    if me.store.get(&wake_key(&s.prefix, m)).await?.is_some() {
+                        me.store.delete(&wake_key(&s.prefix, m)).await?;
                         p.alarm.ring();
                     }
                 }
-                (None, Some(_)) => {
-                    let Some((_, record)) =
-                        read_record(&*me.store, &record_key(&s.prefix, &m)).await?
-                    else {
-                        me.store
-                            .release(&lease_name(&s.prefix, &m), &s.worker)
-                            .await?;
-                        continue;
-                    };
-                    if record.stopped.is_some() {
-                        // Nothing to drain until a new install.
-                        me.store
-                            .release(&lease_name(&s.prefix, &m), &s.worker)
-                            .await?;
-                        continue;
-                    }
-                    self.start(record, handler.clone(), reporter.clone());
+            }
+        }
+        let active = |me: &Inner<P>| {
+            me.portals
+                .borrow()
+                .values()
+                .filter(|p| !p.alarm.closed())
+                .count()
+        };
+        // Over the share: the excess goes back.
+        let mut over = active(me).saturating_sub(share);
+        for (_, p) in held.iter().rev() {
+            if over == 0 {
+                break;
+            }
+            if !p.alarm.closed() {
+                p.alarm.close();
+                over -= 1;
+            }
+        }
+        // Under it: free portals, starting at a place of this worker's own so that workers
+        // starting together do not all try the same ones first.
+        let start = s
+            .worker
+            .bytes()
+            .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+        let n = members.len();
+        for i in 0..n {
+            if me.closing.get() || active(me) >= share {
+                break;
+            }
+            let m = &members[(start + i) % n];
+            if me.portals.borrow().contains_key(m) {
+                continue;
+            }
+            let now = me.platform.now_ms();
+            if me
+                .store
+                .lease(&lease_name(&s.prefix, m), &s.worker, s.lease_ms, now)
+                .await?
+                .is_none()
+            {
+                continue;
+            }
+            match read_record(&*me.store, &record_key(&s.prefix, m)).await? {
+                Some((_, record)) if record.stopped.is_none() => {
+                    self.start(record, handler.clone(), reporter.clone())
                 }
-                (None, None) => {}
+                // Gone, or stopped until a new install: nothing to drain.
+                _ => {
+                    me.store
+                        .release(&lease_name(&s.prefix, m), &s.worker)
+                        .await?
+                }
             }
         }
         Ok(())
+    }
+
+    /// Workers whose heartbeat has not run out; heartbeats long dead are removed.
+    async fn live_workers(&self, now: f64) -> Result<usize> {
+        let me = &self.inner;
+        let prefix = [&me.settings.prefix, "worker/"].concat();
+        let mut live = 0;
+        for k in me.store.keys(&prefix).await? {
+            let until = me
+                .store
+                .get(&k)
+                .await?
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|u| u as f64)
+                .unwrap_or(0.0);
+            if until > now {
+                live += 1;
+            } else if until + 10.0 * me.settings.lease_ms < now {
+                me.store.delete(&k).await?;
+            }
+        }
+        Ok(live)
     }
 
     fn start(
@@ -548,6 +617,7 @@ impl<P: Platform + Clone> Fleet<P> {
             },
             alarm: Alarm::default(),
             lost: Cell::new(false),
+            held_until: Cell::new(self.inner.platform.now_ms() + self.inner.settings.lease_ms),
             progress: RefCell::default(),
             last_error: RefCell::default(),
             client: RefCell::default(),

@@ -272,5 +272,7 @@ fn stats(shared: &Arc<Shared>) -> Value {
         "queue_rows": st.queue.len(),
         "reserved_rows": st.queue.reserved_len(),
         "expired_rows": st.stats.expired_rows,
+        "refreshes": st.stats.refreshes,
+        "refreshes_refused": st.stats.refreshes_refused,
     })
 }

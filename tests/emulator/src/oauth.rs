@@ -24,13 +24,13 @@ pub fn token(shared: &Shared, params: &Params) -> Result<Value, ApiError> {
     let now = shared.clock.now_ms();
     let mut st = shared.lock();
     if st.health.deleted {
+        st.stats.refreshes_refused += 1;
         return Err(oauth("invalid_grant", "The portal was deleted"));
     }
-    let grant = st
-        .grants
-        .get(&refresh)
-        .cloned()
-        .ok_or_else(|| oauth("invalid_grant", "Invalid refresh token"))?;
+    let Some(grant) = st.grants.get(&refresh).cloned() else {
+        st.stats.refreshes_refused += 1;
+        return Err(oauth("invalid_grant", "Invalid refresh token"));
+    };
     let client_id = st.apps[grant.app as usize].client_id.clone();
     if let Some(given) = params.str("client_id").filter(|c| !c.is_empty()) {
         if given != client_id {
@@ -41,6 +41,7 @@ pub fn token(shared: &Shared, params: &Params) -> Result<Value, ApiError> {
         }
     }
     st.grants.remove(&refresh);
+    st.stats.refreshes += 1;
     let (access, refresh) = st.issue_token(grant.app, grant.user_id, grant.admin, now);
     let base = shared.base_url();
     Ok(json!({

@@ -223,6 +223,10 @@ pub struct Stats {
     pub notifications_failed: u64,
     pub notifications_skipped: u64,
     pub expired_rows: u64,
+    /// Refresh tokens exchanged at `/oauth/token/`, and exchanges refused (a spent or unknown
+    /// refresh token, a deleted portal).
+    pub refreshes: u64,
+    pub refreshes_refused: u64,
 }
 
 #[derive(Debug, Default)]

@@ -1,0 +1,257 @@
+// The fleet (Node build) against many portals of the emulator, through the portals' own install
+// events: one worker on the embedded file store draining 50 portals; three worker processes on a
+// real redis-server (started here on a free port, stopped at the end) with one SIGKILLed; every
+// token expiring at once; a spent refresh token, a deleted portal and an uninstall each stopping
+// only their portal. Needs EMULATOR_URL and a built pkg/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { mkdtempSync, rmSync, readFileSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Fleet, FileStore, serve, redisStore } from './fleet/app.mjs';
+
+const EMULATOR = process.env.EMULATOR_URL;
+assert.ok(EMULATOR, 'EMULATOR_URL must point at a running emulator');
+const here = fileURLToPath(new URL('.', import.meta.url));
+const APP = 'app.fleet';
+const SECRET = 'fleet-secret';
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const cleanup = [];
+let redis, redisPort;
+
+async function freePort() {
+  const s = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => s.once('listening', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+before(async () => {
+  redisPort = await freePort();
+  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let seen = '';
+  await new Promise((resolve, reject) => {
+    redis.stdout.on('data', (d) => { seen += d; if (seen.includes('Ready to accept connections')) resolve(); });
+    redis.once('exit', (c) => reject(new Error(`redis-server exited (${c}): ${seen}`)));
+  });
+});
+
+after(async () => {
+  for (const f of cleanup.reverse()) await f();
+  redis?.kill('SIGTERM');
+});
+
+async function ctl(origin, path, body) {
+  const r = await fetch(`${origin}/_emulator/${path}`, body === undefined ? {} : { method: 'POST', body: JSON.stringify(body) });
+  const v = await r.json();
+  assert.equal(r.status, 200, `${path}: ${JSON.stringify(v)}`);
+  return v;
+}
+
+async function portals(n, config = {}) {
+  return (await ctl(EMULATOR, 'portals', { count: n, config })).portals;
+}
+
+async function changes(origin, first, n) {
+  const items = Array.from({ length: n }, (_, i) => ({ event: 'ONCRMDEALUPDATE', data: { FIELDS: { ID: String(first + i) } } }));
+  return (await ctl(origin, 'trigger', { items })).queued;
+}
+
+function options(url, extra = {}) {
+  return {
+    oauth: { clientId: APP, clientSecret: SECRET },
+    events: ['ONCRMDEALUPDATE'],
+    signalUrl: `${url}/signal`,
+    allowHttp: true,
+    concurrency: 4,
+    timeoutMs: 5000,
+    ...extra,
+  };
+}
+
+async function install(origin, url) {
+  const r = await ctl(origin, 'install', { client_id: APP, handler: `${url}/install` });
+  assert.equal(r.delivered, true, JSON.stringify(r));
+  return r;
+}
+
+async function until(what, limitMs, done) {
+  const end = Date.now() + limitMs;
+  while (!(await done())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+test('one worker installs 50 portals through their install events and drains every one', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'b24-fleet-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const list = await portals(50, { rate_limit: null });
+  let fleet;
+  const app = await serve({ install: (b) => fleet.install(b), uninstall: (b) => fleet.uninstall(b), signal: (b) => fleet.signal(b) });
+  cleanup.push(() => app.server.close());
+  fleet = new Fleet(options(app.url, { store: new FileStore(dir), maxIdleDelay: 2000 }));
+  for (const p of list) await install(p.origin, app.url);
+  for (const p of list) assert.equal(await changes(p.origin, 1, 20), 20);
+  const handled = new Map();
+  const run = fleet.run(async (events, ctx) => {
+    const seen = handled.get(ctx.portal.memberId) ?? new Set();
+    for (const e of events) seen.add(e.messageId);
+    handled.set(ctx.portal.memberId, seen);
+  });
+  const total = () => [...handled.values()].reduce((n, s) => n + s.size, 0);
+  await until('1000 events', 60000, () => total() === 1000);
+  fleet.stop();
+  await run;
+  assert.equal(handled.size, 50);
+  for (const p of list) {
+    assert.deepEqual((await ctl(p.origin, 'queue')).length, 0, p.origin);
+    const s = await ctl(p.origin, 'stats');
+    assert.ok(s.requests.batch >= 1, JSON.stringify(s.requests));
+  }
+  // The tokens live in the store directory only, and nowhere in what the fleet reports.
+  const files = readdirSync(join(dir, 'data'));
+  assert.ok(files.some((f) => f.includes('portal')), files.join(' '));
+  assert.ok(!JSON.stringify(fleet.stats()).includes('access'));
+  // A repeated install event is known; a forged uninstall is refused and changes nothing.
+  const again = await install(list[0].origin, app.url);
+  assert.equal(again.delivered, true);
+  const forged = await fetch(`${app.url}/uninstall`, { method: 'POST', body: `event=ONAPPUNINSTALL&auth[member_id]=${list[1].member_id}&auth[application_token]=guess` });
+  assert.equal(forged.status, 403);
+});
+
+test('three worker processes on Redis, one SIGKILLed, lose nothing and never drain a portal together', async () => {
+  const list = await portals(12, { rate_limit: null });
+  const prefix = `fleet-${Date.now()}:`;
+  const { store, client } = await redisStore(redisPort, prefix);
+  cleanup.push(() => client.quit());
+  let installer;
+  const app = await serve({ install: (b) => installer.install(b), uninstall: (b) => installer.uninstall(b), signal: (b) => installer.signal(b) });
+  cleanup.push(() => app.server.close());
+  installer = new Fleet(options(app.url, { store }));
+  const opts = options(app.url, { leaseMs: 3000, scanMs: 1000, handlerTimeoutMs: 2000, timeoutMs: 3000, strandedAfterMs: 15000, maxIdleDelay: 1000 });
+  for (const p of list) await install(p.origin, app.url);
+  for (const p of list) await changes(p.origin, 1, 40);
+  const lines = [];
+  const workers = ['w1', 'w2', 'w3'].map((worker) => {
+    const child = spawn(process.execPath, [join(here, 'fleet/app.mjs'), JSON.stringify({ redisPort, prefix, worker, options: opts, handleMs: 50 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    child.stdout.on('data', (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf('\n')) >= 0) { lines.push(JSON.parse(buf.slice(0, i))); buf = buf.slice(i + 1); }
+    });
+    return { worker, child, exited: new Promise((r) => child.once('exit', r)) };
+  });
+  cleanup.push(() => workers.forEach((w) => w.child.kill('SIGKILL')));
+  const handled = () => new Set(lines.filter((l) => l.ids).flatMap((l) => l.ids.map((id) => `${l.member}/${id}`))).size;
+  await until('the victim busy', 30000, () => lines.some((l) => l.worker === 'w3' && l.ids));
+  const killedAt = Date.now();
+  workers[2].child.kill('SIGKILL');
+  await workers[2].exited;
+  for (const p of list) await changes(p.origin, 100, 5);
+  try {
+    await until('every event', 90000, () => handled() === 12 * 45);
+  } catch (e) {
+    const per = {};
+    for (const l of lines.filter((l) => l.ids)) per[l.worker] = (per[l.worker] ?? 0) + l.ids.length;
+    const left = [];
+    for (const p of list) left.push((await ctl(p.origin, 'queue')).map((r) => [r.PROCESS_ID, r.ERROR]));
+    throw new Error(`${e.message}: handled ${handled()} of ${12 * 45}; per worker ${JSON.stringify(per)}; other lines ${JSON.stringify(lines.filter((l) => !l.ids))}; left ${JSON.stringify(left)}`);
+  }
+  for (const w of workers.slice(0, 2)) w.child.kill('SIGTERM');
+  await Promise.all(workers.slice(0, 2).map((w) => w.exited));
+  // Nothing stranded: every queue is empty, nothing reserved.
+  for (const p of list) assert.equal((await ctl(p.origin, 'queue')).length, 0, p.origin);
+  // Never two workers on one portal at once (the victim's last batch ends when it was killed).
+  const batches = lines.filter((l) => l.ids);
+  let shared = 0;
+  for (const a of batches) {
+    for (const b of batches) {
+      if (a.member === b.member && a.worker !== b.worker && a.start < (b.end ?? killedAt) && b.start < (a.end ?? killedAt)) shared++;
+    }
+  }
+  assert.equal(shared, 0, 'a portal drained by two workers at once');
+  const taken = new Set(batches.filter((l) => l.worker !== 'w3' && l.start > killedAt).map((l) => l.member));
+  const victims = new Set(batches.filter((l) => l.worker === 'w3').map((l) => l.member));
+  for (const m of victims) assert.ok(taken.has(m), `the victim's portal ${m} was taken over`);
+  assert.ok(lines.some((l) => l.done === 'w1') && lines.some((l) => l.done === 'w2'), 'the survivors stopped gracefully');
+});
+
+test('every token expiring at once is refreshed exactly once per portal across three workers', async () => {
+  const list = await portals(10, { rate_limit: null });
+  const prefix = `refresh-${Date.now()}:`;
+  const made = await Promise.all([1, 2, 3].map(() => redisStore(redisPort, prefix)));
+  for (const m of made) cleanup.push(() => m.client.quit());
+  let installer;
+  const app = await serve({ install: (b) => installer.install(b), uninstall: (b) => installer.uninstall(b), signal: (b) => installer.signal(b) });
+  cleanup.push(() => app.server.close());
+  installer = new Fleet(options(app.url, { store: made[0].store }));
+  for (const p of list) await install(p.origin, app.url);
+  const fleets = made.map((m, i) => new Fleet(options(app.url, { store: m.store, workerId: `r${i}`, leaseMs: 3000, scanMs: 1000, maxIdleDelay: 500 })));
+  const handled = new Set();
+  const runs = fleets.map((f) => f.run(async (events, ctx) => { for (const e of events) handled.add(`${ctx.portal.memberId}/${e.messageId}`); }));
+  for (const p of list) await changes(p.origin, 1, 3);
+  await until('the first changes', 30000, () => handled.size === 30);
+  // Every access token of every portal expires at once (the portals share one clock).
+  await ctl(EMULATOR, 'clock', { advance_s: 3700 });
+  for (const p of list) await changes(p.origin, 10, 3);
+  await until('the changes after the expiry', 30000, () => handled.size === 60);
+  fleets.forEach((f) => f.stop());
+  await Promise.all(runs);
+  for (const p of list) {
+    const s = await ctl(p.origin, 'stats');
+    assert.equal(s.refreshes, 1, `${p.origin}: ${s.refreshes} refreshes`);
+    assert.equal(s.refreshes_refused, 0);
+  }
+});
+
+test('a spent refresh token, a deleted portal and an uninstall each stop only their portal', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'b24-fleet-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const list = await portals(4, { rate_limit: null });
+  let fleet;
+  const installs = new Map();
+  const app = await serve({
+    install: async (b) => { const p = new URLSearchParams(b); installs.set(p.get('auth[member_id]'), p); return fleet.install(b); },
+    uninstall: (b) => fleet.uninstall(b),
+    signal: (b) => fleet.signal(b),
+  });
+  cleanup.push(() => app.server.close());
+  fleet = new Fleet(options(app.url, { store: new FileStore(dir), maxIdleDelay: 500 }));
+  for (const p of list) await install(p.origin, app.url);
+  const stopped = new Map();
+  const handled = new Map();
+  const run = fleet.run(async (events, ctx) => {
+    handled.set(ctx.portal.memberId, (handled.get(ctx.portal.memberId) ?? 0) + events.length);
+  }, { onStopped: (portal, error) => stopped.set(portal.memberId, error) });
+  for (const p of list) await changes(p.origin, 1, 2);
+  await until('the first changes', 30000, () => [...handled.values()].reduce((a, b) => a + b, 0) === 8);
+  // p0: its refresh token is spent behind the fleet's back, then its access token expires.
+  const p0 = installs.get(list[0].member_id);
+  const spent = await fetch(`${list[0].origin}/oauth/token/?grant_type=refresh_token&refresh_token=${p0.get('auth[refresh_token]')}`);
+  assert.equal(spent.status, 200);
+  await ctl(list[0].origin, 'expire', { access_token: p0.get('auth[access_token]') });
+  // p1: deleted. p2: uninstalled by the portal.
+  await ctl(list[1].origin, 'portal', { deleted: true });
+  const u = await ctl(list[2].origin, 'uninstall', { client_id: APP, handler: `${app.url}/uninstall` });
+  assert.equal(u.delivered, true);
+  for (const p of list) await changes(p.origin, 10, 2).catch(() => 0);
+  await until('three portals stopped', 30000, () => stopped.size >= 3);
+  await until('p3 going on', 30000, () => handled.get(list[3].member_id) === 4);
+  fleet.stop();
+  await run;
+  assert.equal(stopped.get(list[0].member_id)?.code, 'PORTAL_STOPPED');
+  assert.match(stopped.get(list[0].member_id).description, /invalid_grant/);
+  assert.match(stopped.get(list[1].member_id).description, /PORTAL_DELETED/);
+  assert.equal(stopped.get(list[2].member_id), undefined, 'an uninstall is not an error');
+  assert.ok(!stopped.get(list[0].member_id).message.includes(p0.get('auth[refresh_token]')));
+  // The uninstalled portal's record and journal are gone from the store.
+  const files = readdirSync(join(dir, 'data')).map(decodeURIComponent).filter((f) => /^b24-offline\/(portal|journal)\//.test(f));
+  assert.ok(!files.some((f) => f.includes(list[2].member_id)), files.join(' '));
+  assert.ok(files.some((f) => f.includes(list[3].member_id)), files.join(' '));
+});
