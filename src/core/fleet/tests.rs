@@ -239,6 +239,8 @@ struct Seen {
     most_at_once: Cell<usize>,
     at_once: Cell<usize>,
     stopped: RefCell<Vec<(String, Option<B24Error>)>>,
+    /// (worker, when) of every stop told.
+    stopped_at: RefCell<Vec<(String, f64)>>,
 }
 
 struct Recorder {
@@ -294,6 +296,10 @@ impl FleetReporter<Value> for Recorder {
             .stopped
             .borrow_mut()
             .push((portal.member_id.clone(), error.cloned()));
+        self.seen
+            .stopped_at
+            .borrow_mut()
+            .push((self.worker.clone(), self.fake.now_ms()));
     }
     fn dead_letters(&self, _: &PortalInfo, _: &[OfflineEvent<Value>], _: DeadReason) {}
     fn malformed(&self, _: &PortalInfo, _: &[Value]) {}
@@ -655,5 +661,166 @@ fn three_workers_with_one_killed_lose_nothing_and_never_share_a_portal() {
             (0, 0),
             "portal {i}: nothing left or stranded"
         );
+    }
+}
+
+/// A store that can become unreachable for one worker (its network to Redis cut).
+struct Flaky {
+    inner: Rc<MemoryFleetStore>,
+    down: Rc<Cell<bool>>,
+}
+
+/// The call, unless the store is down (checked first: the memory store acts when called).
+fn cut<T: 'static>(
+    down: bool,
+    f: impl FnOnce() -> LocalBoxFuture<'static, crate::core::error::Result<T>>,
+) -> LocalBoxFuture<'static, crate::core::error::Result<T>> {
+    if down {
+        Box::pin(async { Err(B24Error::new(code::STORE_FAILED, "unreachable")) })
+    } else {
+        f()
+    }
+}
+
+impl crate::core::journal::Store for Flaky {
+    fn get(
+        &self,
+        key: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<String>>> {
+        cut(self.down.get(), || self.inner.get(key))
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: String,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        cut(self.down.get(), || self.inner.set(key, value))
+    }
+    fn delete(&self, key: &str) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        cut(self.down.get(), || self.inner.delete(key))
+    }
+}
+
+impl crate::core::fleet::store::FleetStore for Flaky {
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
+        cut(self.down.get(), || self.inner.swap(key, expected, value))
+    }
+    fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: f64,
+        now_ms: f64,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<u64>>> {
+        cut(self.down.get(), || {
+            self.inner.lease(name, owner, ttl_ms, now_ms)
+        })
+    }
+    fn release(
+        &self,
+        name: &str,
+        owner: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        cut(self.down.get(), || self.inner.release(name, owner))
+    }
+    fn keys(
+        &self,
+        prefix: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Vec<String>>> {
+        cut(self.down.get(), || self.inner.keys(prefix))
+    }
+}
+
+#[test]
+fn a_worker_cut_off_from_the_store_stops_before_its_lease_runs_out() {
+    let world = Portals::new(2);
+    let store = Rc::new(MemoryFleetStore::default());
+    let down = Rc::new(Cell::new(false));
+    let flaky = Rc::new(Flaky {
+        inner: store.clone(),
+        down: down.clone(),
+    });
+    let settings = |w: &str| Settings {
+        lease_ms: 6_000.0,
+        scan_ms: 2_000.0,
+        timeout_ms: 3_000.0,
+        holds: Holds {
+            hold_ms: 15_000.0,
+            handler_timeout_ms: 2_000.0,
+        },
+        ..world.settings(w)
+    };
+    let cut_off = Fleet::new(world.fake.clone(), flaky, settings("w1"));
+    for i in 0..2 {
+        block_on(cut_off.install(&world.install_event(i))).unwrap();
+        world.changes(i, 1, 10);
+    }
+    let seen = Rc::new(Seen::default());
+    let fake = world.fake.clone();
+    let cut_at = Cell::new(0.0);
+    let other = Fleet::new(world.fake.clone(), store.clone(), settings("w2"));
+    let driver = async {
+        while handled(&seen) < 20 {
+            let _ = fake.sleep(200.0, None).await;
+        }
+        // w1 holds both portals (it started first); now its store is gone.
+        assert_eq!(cut_off.stats().len(), 2);
+        down.set(true);
+        cut_at.set(fake.now_ms());
+        for i in 0..2 {
+            world.changes(i, 100, 10);
+        }
+        until(&fake, &[&cut_off, &other], 120_000.0, || {
+            handled(&seen) == 40
+        })
+        .await;
+    };
+    let r1 = recorder(&seen, "w1", &fake);
+    let r2 = recorder(&seen, "w2", &fake);
+    let late = async {
+        // w2 starts only once w1 is busy, so that w1 takes both portals first.
+        while handled(&seen) < 20 {
+            let _ = fake.sleep(200.0, None).await;
+        }
+        other.run(r2.clone(), r2).await;
+    };
+    block_on(futures_util::future::join3(
+        cut_off.run(r1.clone(), r1),
+        late,
+        driver,
+    ));
+    let per: Vec<usize> = seen.handled.borrow().values().map(BTreeSet::len).collect();
+    assert_eq!(
+        handled(&seen),
+        40,
+        "the second changes were handled, by w2: {per:?} {:?} {:?} {:?}",
+        (world.left(0), world.left(1)),
+        seen.stopped.borrow(),
+        other.stats()
+    );
+    assert_eq!(seen.shared.get(), 0);
+    // w1 let go of both portals before its last lease (renewed at most a scan before the cut)
+    // ran out, telling the app.
+    let w1: Vec<f64> = seen
+        .stopped_at
+        .borrow()
+        .iter()
+        .filter(|(w, _)| w == "w1")
+        .map(|(_, t)| *t)
+        .collect();
+    assert_eq!(w1.len(), 2, "{w1:?}");
+    assert!(
+        w1.iter().all(|t| *t <= cut_at.get() + 6_000.0),
+        "{w1:?} cut at {}",
+        cut_at.get()
+    );
+    assert!(cut_off.stats().is_empty());
+    for i in 0..2 {
+        assert_eq!(world.left(i), (0, 0));
     }
 }
