@@ -374,3 +374,198 @@ impl<P: Platform + Clone> Refresher for PortalTokens<P> {
         Box::pin(async move { me.renew().await })
     }
 }
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::core::fleet::store::MemoryFleetStore;
+    use crate::core::journal::Store;
+    use crate::core::origin::Origin;
+    use crate::core::platform::HttpResponse;
+    use crate::core::testkit::{block_on, Fake};
+    use serde_json::json;
+
+    const MEMBER: &str = "a223c6b3710f85df22e9377d6c4f7553";
+
+    fn record(server: &str) -> Record {
+        Record {
+            member_id: MEMBER.into(),
+            origin: Origin::parse("acme.bitrix24.com", false).unwrap(),
+            server_endpoint: server.into(),
+            application_token: Some("t".into()),
+            access_token: "old-access".into(),
+            refresh_token: "old-refresh".into(),
+            expires_at_ms: 0.0,
+            generation: 0,
+            stopped: None,
+            moved_to: None,
+        }
+    }
+
+    /// One renewal against an OAuth server that answers `answer`; the error and the requests.
+    fn renew_with(
+        server: &str,
+        answer: crate::core::testkit::Reply,
+    ) -> (Result<Token>, usize, Record) {
+        let store = Rc::new(MemoryFleetStore::default());
+        block_on(store.set(&record_key("t/", MEMBER), record(server).to_text())).unwrap();
+        let fake = Fake::routed(move |_, _, _, _| answer.clone());
+        let tokens = PortalTokens::new(
+            fake.clone(),
+            store.clone(),
+            "t/",
+            MEMBER,
+            "w1",
+            OAuthApp {
+                client_id: "app".into(),
+                client_secret: "the-secret".into(),
+            },
+            Trust::default(),
+            5000.0,
+            0,
+        );
+        let out = block_on(tokens.renew());
+        let sent = fake.seen.borrow().requests.len();
+        let (_, stored) = block_on(read_record(&*store, &record_key("t/", MEMBER)))
+            .unwrap()
+            .unwrap();
+        (out, sent, stored)
+    }
+
+    fn ok(v: serde_json::Value) -> crate::core::testkit::Reply {
+        Ok(HttpResponse {
+            status: 200,
+            body: v.to_string(),
+        })
+    }
+
+    fn no_secret(e: &B24Error) {
+        let m = e.message();
+        assert!(
+            !m.contains("the-secret") && !m.contains("old-refresh"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn a_good_answer_is_stored_before_it_is_used() {
+        let (out, sent, stored) = renew_with(
+            "https://oauth.bitrix.info/rest/",
+            ok(
+                json!({"access_token": "new-a", "refresh_token": "new-r", "expires_in": 3600, "member_id": MEMBER, "client_endpoint": "https://acme.bitrix24.com/rest/"}),
+            ),
+        );
+        assert_eq!(out.unwrap().access, "new-a");
+        assert_eq!(sent, 1);
+        assert_eq!(
+            (stored.refresh_token.as_str(), stored.generation),
+            ("new-r", 1)
+        );
+        assert_eq!(stored.moved_to, None);
+    }
+
+    #[test]
+    fn bad_oauth_answers_store_nothing() {
+        for (answer, why) in [
+            (
+                ok(
+                    json!({"access_token": "a", "refresh_token": "r", "member_id": "b223c6b3710f85df22e9377d6c4f7553"}),
+                ),
+                "another portal",
+            ),
+            (ok(json!({"access_token": "a"})), "no refresh token"),
+            (
+                ok(json!({"access_token": "a b", "refresh_token": "r"})),
+                "a token with a space",
+            ),
+            (ok(json!([1, 2])), "not an object"),
+            (
+                Ok(HttpResponse {
+                    status: 200,
+                    body: "<html>".into(),
+                }),
+                "not JSON",
+            ),
+            (
+                Ok(HttpResponse {
+                    status: 502,
+                    body: "{}".into(),
+                }),
+                "a server error",
+            ),
+            (
+                Ok(HttpResponse {
+                    status: 400,
+                    body: json!({"error": "invalid_client"}).to_string(),
+                }),
+                "the app refused",
+            ),
+            (
+                Err(crate::core::platform::TransportError::Redirect {
+                    status: 302,
+                    location: Some("https://evil.example/".into()),
+                }),
+                "a redirect",
+            ),
+            (
+                Err(crate::core::platform::TransportError::Timeout),
+                "no answer",
+            ),
+        ] {
+            let (out, sent, stored) = renew_with("https://oauth.bitrix.info/rest/", answer);
+            let e = out.expect_err(why);
+            assert_eq!(e.code, code::REFRESH_FAILED, "{why}: {e:?}");
+            no_secret(&e);
+            assert_eq!(sent, 1, "{why}");
+            assert_eq!(
+                (
+                    stored.refresh_token.as_str(),
+                    stored.generation,
+                    stored.stopped.as_deref()
+                ),
+                ("old-refresh", 0, None),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_refresh_token_stops_the_portal() {
+        let (out, _, stored) = renew_with(
+            "https://oauth.bitrix.info/rest/",
+            Ok(HttpResponse {
+                status: 400,
+                body: json!({"error": "invalid_grant"}).to_string(),
+            }),
+        );
+        assert_eq!(out.unwrap_err().code, code::INVALID_GRANT);
+        assert_eq!(stored.stopped.as_deref(), Some(code::INVALID_GRANT));
+    }
+
+    #[test]
+    fn an_untrusted_stored_server_gets_nothing() {
+        for server in [
+            "https://evil.example/rest/",
+            "http://oauth.bitrix.info/rest/",
+            "oauth.bitrix.info",
+            "https://oauth.bitrix.info.evil.example/",
+        ] {
+            let (out, sent, _) = renew_with(server, ok(json!({})));
+            let e = out.expect_err(server);
+            assert_eq!(e.code, code::REFRESH_FAILED, "{server}");
+            assert_eq!(sent, 0, "{server}: nothing may be sent");
+        }
+    }
+
+    #[test]
+    fn a_renamed_portal_is_kept_as_moved() {
+        let (out, _, stored) = renew_with(
+            "https://oauth.bitrix.info/rest/",
+            ok(
+                json!({"access_token": "a", "refresh_token": "r", "client_endpoint": "https://new-name.bitrix24.com/rest/"}),
+            ),
+        );
+        out.unwrap();
+        assert_eq!(stored.moved_to.as_deref(), Some("new-name.bitrix24.com"));
+    }
+}

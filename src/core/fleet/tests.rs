@@ -824,3 +824,26 @@ fn a_worker_cut_off_from_the_store_stops_before_its_lease_runs_out() {
         assert_eq!(world.left(i), (0, 0));
     }
 }
+
+#[test]
+fn an_install_the_portal_does_not_vouch_for_stores_nothing() {
+    let world = Portals::new(1);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    let mut forged = world.install_event(0);
+    if let Tree::Map(m) = &mut forged {
+        for (k, v) in m.iter_mut() {
+            if k == "auth[access_token]" {
+                *v = Tree::Str("made-up-token".into());
+            }
+        }
+    }
+    let e = block_on(fleet.install(&forged)).unwrap_err();
+    assert_eq!(e.code, code::INVALID_INSTALL);
+    assert!(!e.message().contains("made-up-token"));
+    assert!(
+        block_on(crate::core::fleet::store::FleetStore::keys(&*store, "t/"))
+            .unwrap()
+            .is_empty()
+    );
+}
