@@ -948,7 +948,9 @@ impl<P: Platform> Run<'_, P> {
     /// empty, the next request also asks the error queue (unless `errors: 'skip'`), so the end
     /// of a drain, and an idle poll, is one request for both. Looks for stranded reservations
     /// on the way when a drain runs long. On an abort, what is settled is still acknowledged.
-    async fn drain(&self) -> Result<()> {
+    /// One drain. The lead of several (`lead`) says when it first finds work, so that the
+    /// others start only then: an idle cycle costs one request whatever the concurrency.
+    async fn drain(&self, lead: Option<(&Alarm, &Cell<bool>)>) -> Result<()> {
         let main = GetArgs {
             filter: self.opts.filter.clone(),
             order: self.opts.order.clone(),
@@ -1025,6 +1027,10 @@ impl<P: Platform> Run<'_, P> {
                     Ok(b) if b.is_empty() => {}
                     Ok(b) => {
                         idle = false;
+                        if let Some((gate, found)) = lead {
+                            found.set(true);
+                            gate.close();
+                        }
                         // A full batch from the queue: there is likely more of it. A short one
                         // (or none): the next request asks the error queue too.
                         let limit = self.opts.limit.unwrap_or(DEFAULT_LIMIT);
@@ -1058,11 +1064,28 @@ impl<P: Platform> Run<'_, P> {
         }
     }
 
-    /// Runs `concurrency` drains side by side.
+    /// Runs `concurrency` drains side by side: the first alone until it finds work (an idle
+    /// queue costs one request), then the others with it.
     async fn drain_all(&self) -> Result<()> {
-        let workers = (0..self.opts.concurrency.max(1))
-            .map(|_| Box::pin(self.drain()) as LocalBoxFuture<'_, Result<()>>)
-            .collect();
+        let n = self.opts.concurrency.max(1);
+        // Closed by the first drain when it finds work (`found`) or ends.
+        let gate = Alarm::default();
+        let found = Cell::new(false);
+        let mut workers: Vec<LocalBoxFuture<'_, Result<()>>> = vec![Box::pin(async {
+            let r = self.drain((n > 1).then_some((&gate, &found))).await;
+            gate.close();
+            r
+        })];
+        for _ in 1..n {
+            workers.push(Box::pin(async {
+                gate.until_closed().await;
+                if found.get() {
+                    self.drain(None).await
+                } else {
+                    Ok(())
+                }
+            }));
+        }
         join(workers).await
     }
 

@@ -524,3 +524,65 @@ fn the_queue_context_is_asked_once_per_client() {
         "one refused, one answered, then kept"
     );
 }
+
+/// Concurrency drains a busy queue side by side, yet an idle poll still costs one request: the
+/// other drains start only once the first finds work.
+#[test]
+fn idle_polls_cost_one_request_whatever_the_concurrency() {
+    let idle_reserves = Rc::new(Cell::new(0u32));
+    let drained = Rc::new(Cell::new(false));
+    let signal = Rc::new(Cell::new(false));
+    let (r2, d2, s2) = (idle_reserves.clone(), drained.clone(), signal.clone());
+    let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
+        if d2.get() && reserves(m, body) {
+            r2.set(r2.get() + 1);
+            if r2.get() == 30 {
+                s2.set(true);
+            }
+        }
+        Net::Pass
+    })));
+    world.trigger(1, 200);
+    let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
+    let journal = Journal::new(memory(), "j".into());
+    let f = flow(&c, &journal, "a");
+    let rec = Recorder::new(|_, _| Outcome::Done);
+    let (r3, d3) = (rec.clone(), drained.clone());
+    let o = Options {
+        poll: Some((1_000.0, 1_000.0)),
+        concurrency: 4,
+        ..opts(50.0)
+    };
+    let watch = async {
+        while r3.ids().len() < 200 {
+            world.fake.sleep(10.0, None).await.unwrap();
+        }
+        d3.set(true);
+    };
+    let start = Cell::new(0.0);
+    let run = async {
+        let p = consume(
+            &f,
+            &Shared2(rec.clone()),
+            &LogRef(Rc::default()),
+            &o,
+            Some(&signal),
+            None,
+        )
+        .await;
+        p
+    };
+    let (p, _) = block_on(futures_util::future::join(run, async {
+        watch.await;
+        start.set(world.fake.clock.get());
+    }));
+    let p = p.unwrap();
+    assert_eq!(rec.ids().len(), 200);
+    assert_eq!(p.stopped, "aborted");
+    // 30 polls after the drain took about 30 one-second waits: one request each.
+    let seconds = (world.fake.clock.get() - start.get()) / 1000.0;
+    assert!(
+        seconds >= 28.0,
+        "{seconds} s for 30 idle polls: more than one request a poll"
+    );
+}

@@ -182,10 +182,19 @@ impl Alarm {
         }
     }
 
+    /// Done once closed (whoever else waits: it takes nothing).
+    pub async fn until_closed(&self) {
+        self.wait(false).await
+    }
+
     /// Done when rung (and takes the ring).
     pub async fn rung(&self) {
+        self.wait(true).await
+    }
+
+    async fn wait(&self, take: bool) {
         std::future::poll_fn(|cx| {
-            if self.rung.replace(false) {
+            if (take && self.rung.replace(false)) || (!take && self.closed.get()) {
                 Poll::Ready(())
             } else {
                 self.waiting.borrow_mut().push(cx.waker().clone());

@@ -41,7 +41,7 @@ async function round(n) {
     concurrency: 64,
     plan: { burst: RATE.burst, drainPerSec: RATE.drain_per_sec },
     maxIdleDelay: 5000,
-    strandedAfterMs: 60000,
+    strandedAfterMs: 120000,
     handlerTimeoutMs: 20000,
     timeoutMs: 10000,
   });

@@ -46,6 +46,83 @@ function minify(path, module) {
   writeFileSync(path, code);
 }
 
+/** LEB128, unsigned: [value, bytes read] from `buf` at `at`. */
+function leb(buf, at) {
+  let value = 0, shift = 0, i = at;
+  for (;;) {
+    const b = buf[i++];
+    value += (b & 0x7f) * 2 ** shift;
+    if (b < 0x80) return [value, i - at];
+    shift += 7;
+  }
+}
+
+function toLeb(n) {
+  const out = [];
+  do {
+    let b = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) b |= 0x80;
+    out.push(b);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
+/** wasm-bindgen names a few exports after whole Rust paths (its closure invokers, 150-250
+ *  bytes each, in the wasm and several times in the JS that calls them): they are renamed
+ *  `__wbg_invokeN` in the wasm's export section and in every file of the target. */
+function shortenExports(dir) {
+  const wasmPath = join(dir, `${NAME}_bg.wasm`);
+  const buf = readFileSync(wasmPath);
+  const parts = [buf.subarray(0, 8)];
+  const renames = [];
+  let at = 8;
+  while (at < buf.length) {
+    const id = buf[at];
+    const [size, n] = leb(buf, at + 1);
+    const start = at + 1 + n;
+    const end = start + size;
+    if (id !== 7) {
+      parts.push(buf.subarray(at, end));
+    } else {
+      let p = start;
+      const [count, c] = leb(buf, p);
+      p += c;
+      const entries = [];
+      for (let i = 0; i < count; i++) {
+        const [len, l] = leb(buf, p);
+        p += l;
+        let name = buf.subarray(p, p + len).toString('utf8');
+        p += len;
+        const kind = buf[p++];
+        const [index, x] = leb(buf, p);
+        p += x;
+        if (/^wasm_bindgen_[0-9a-f]{16}___/.test(name)) {
+          const short = `__wbg_invoke${renames.length}`;
+          renames.push([name, short]);
+          name = short;
+        }
+        entries.push(Buffer.concat([toLeb(Buffer.byteLength(name)), Buffer.from(name), Buffer.from([kind]), toLeb(index)]));
+      }
+      const body = Buffer.concat([toLeb(count), ...entries]);
+      parts.push(Buffer.from([7]), toLeb(body.length), body);
+    }
+    at = end;
+  }
+  writeFileSync(wasmPath, Buffer.concat(parts));
+  for (const file of readdirSync(dir)) {
+    if (!/\.(js|ts)$/.test(file)) continue;
+    let text = readFileSync(join(dir, file), 'utf8');
+    for (const [from, to] of renames) text = text.replaceAll(from, to);
+    writeFileSync(join(dir, file), text);
+  }
+  for (const [from] of renames) {
+    for (const file of readdirSync(dir).filter((f) => /\.(js|ts)$/.test(f))) {
+      if (readFileSync(join(dir, file), 'utf8').includes(from)) throw new Error(`${from} left in ${file}`);
+    }
+  }
+}
+
 /** The string values of `pub const NAME: &str = "value";` in error.rs's `mod code`. */
 function errorCodes() {
   const src = readFileSync(join(root, 'src/core/error.rs'), 'utf8');
@@ -115,6 +192,7 @@ for (const [dir, built] of TARGETS) {
     writeFileSync(entry, readFileSync(entry, 'utf8') + `export { B24Error } from ${JSON.stringify(rel)};\n`);
   }
   fixTypes(join(to, `${NAME}.d.ts`));
+  shortenExports(to);
   minify(entry, dir !== 'node');
   for (const file of snippets) minify(file, dir !== 'node');
 }

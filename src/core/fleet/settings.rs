@@ -150,6 +150,9 @@ impl Settings {
         };
         let holds = Holds::resolve(given, timeout_ms)?;
         let mut options = Options::resolve(given, holds)?;
+        // `concurrency` is the fleet's (handlers at once over every portal); each portal is
+        // drained one batch at a time, its plan's rate being the bound anyway.
+        options.concurrency = 1;
         // A fleet always polls (signals end its waits early).
         let first = delay(given, "idleDelay", 1000.0)?;
         let longest = delay(given, "maxIdleDelay", 60_000.0)?;
