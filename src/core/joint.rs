@@ -356,18 +356,14 @@ impl<'a> Crowd<'a> {
     }
 
     /// Drives every task until none is left.
+    /// One pass over the woken tasks per poll: a task that wakes itself at once (or another)
+    /// is polled again on the next turn, after whatever else the executor runs, never in a loop
+    /// that would starve it.
     pub async fn run(&self) {
-        std::future::poll_fn(|cx| loop {
+        std::future::poll_fn(|cx| {
             *self.ready.parent.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
             let woken =
                 std::mem::take(&mut *self.ready.list.lock().unwrap_or_else(|e| e.into_inner()));
-            if woken.is_empty() {
-                return if self.running.get() == 0 {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
-                };
-            }
             for i in woken {
                 // Taken out while polled: the task may add others.
                 let Some(mut task) = self.tasks.borrow_mut().get_mut(i).and_then(Option::take)
@@ -385,6 +381,11 @@ impl<'a> Crowd<'a> {
                     }
                     Poll::Pending => self.tasks.borrow_mut()[i] = Some(task),
                 }
+            }
+            if self.running.get() == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
         })
         .await

@@ -426,6 +426,28 @@ impl Fleet {
         })
     }
 
+    /// Sets a portal's request rate, for every worker ('standard': 50 at once, 2 a second;
+    /// 'enterprise': 250, 5; or `{ burst, drainPerSec }`); its drain restarts with it.
+    #[wasm_bindgen(js_name = setPlan, unchecked_return_type = "Promise<void>")]
+    pub fn set_plan(
+        &self,
+        #[wasm_bindgen(js_name = memberId)] member_id: String,
+        #[wasm_bindgen(
+            unchecked_param_type = "'standard' | 'enterprise' | { burst: number; drainPerSec: number }"
+        )]
+        plan: JsValue,
+    ) -> Promise {
+        let fleet = self.fleet.clone();
+        promise(async move {
+            let holder = Object::new();
+            put(&holder, &key("plan"), &plan);
+            let plan = crate::core::fleet::settings::plan(&JsValue::from(holder))?
+                .ok_or_else(|| B24Error::invalid("plan", "is required"))?;
+            fleet.set_plan(&member_id, plan).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
     /// Ends `run()` gracefully: no new batch is taken, the ones in hand are finished.
     pub fn stop(&self) {
         self.fleet.stop();

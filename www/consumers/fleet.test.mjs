@@ -113,6 +113,16 @@ test('one worker installs 50 portals through their install events and drains eve
     const s = await ctl(p.origin, 'stats');
     assert.ok(s.requests.batch >= 1, JSON.stringify(s.requests));
   }
+  // A restart on the same directory: the portals are known, nothing is installed again.
+  const again2 = new Fleet(options(app.url, { store: new FileStore(dir), maxIdleDelay: 2000 }));
+  await again2.setPlan(list[0].member_id, 'enterprise');
+  await assert.rejects(again2.setPlan(list[0].member_id, 'gold'), (e) => e.code === 'INVALID_ARGUMENT');
+  const after = new Set();
+  const rerun = again2.run(async (events, ctx) => { for (const e of events) after.add(`${ctx.portal.memberId}/${e.messageId}`); });
+  for (const p of list.slice(0, 5)) await changes(p.origin, 100, 4);
+  await until('the changes after a restart', 60000, () => after.size === 20);
+  again2.stop();
+  await rerun;
   // The tokens live in the store directory only, and nowhere in what the fleet reports.
   const files = readdirSync(join(dir, 'data'));
   assert.ok(files.some((f) => f.includes('portal')), files.join(' '));

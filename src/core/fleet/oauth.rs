@@ -399,6 +399,7 @@ mod tests {
             generation: 0,
             stopped: None,
             moved_to: None,
+            plan: None,
         }
     }
 

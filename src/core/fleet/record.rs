@@ -6,6 +6,7 @@
 use super::super::args::url_encode;
 use super::super::digits::decimal;
 use super::super::error::{code, B24Error, Result};
+use super::super::limiter::RateLimit;
 use super::super::origin::Origin;
 use super::super::signal::url_decode;
 use super::install::Install;
@@ -29,6 +30,8 @@ pub struct Record {
     pub stopped: Option<String>,
     /// The host the portal said it moved to, when a redirect told (`PORTAL_MOVED`).
     pub moved_to: Option<String>,
+    /// This portal's request rate (its plan), when it differs from the fleet's default.
+    pub plan: Option<RateLimit>,
 }
 
 impl std::fmt::Debug for Record {
@@ -66,6 +69,7 @@ impl Record {
             generation: 0,
             stopped: None,
             moved_to: None,
+            plan: None,
         }
     }
 
@@ -92,6 +96,17 @@ impl Record {
         }
         if let Some(m) = &self.moved_to {
             line("moved", m);
+        }
+        if let Some(p) = &self.plan {
+            // Whole requests, and thousandths of a request a second: integers only.
+            line(
+                "plan",
+                &[
+                    decimal(p.burst as u64),
+                    decimal((p.drain_per_sec * 1000.0).round() as u64),
+                ]
+                .join(" "),
+            );
         }
         out
     }
@@ -126,6 +141,7 @@ impl Record {
                     | "generation"
                     | "stopped"
                     | "moved"
+                    | "plan"
             )
         }) {
             return Err(corrupt());
@@ -141,6 +157,22 @@ impl Record {
             generation: number("generation")?,
             stopped: take("stopped"),
             moved_to: take("moved"),
+            plan: match take("plan") {
+                None => None,
+                Some(p) => {
+                    let (b, d) = p.split_once(' ').ok_or_else(corrupt)?;
+                    let n = |t: &str| {
+                        t.parse::<u64>()
+                            .ok()
+                            .filter(|n| *n > 0 && *n <= 10_000_000)
+                            .ok_or_else(corrupt)
+                    };
+                    Some(RateLimit {
+                        burst: n(b)? as f64,
+                        drain_per_sec: n(d)? as f64 / 1000.0,
+                    })
+                }
+            },
         })
     }
 }
@@ -161,6 +193,7 @@ mod tests {
             generation: 7,
             stopped: None,
             moved_to: None,
+            plan: None,
         }
     }
 
@@ -172,6 +205,10 @@ mod tests {
             stopped: Some(code::INVALID_GRANT.into()),
             moved_to: Some("new.bitrix24.com".into()),
             application_token: None,
+            plan: Some(RateLimit {
+                burst: 250.0,
+                drain_per_sec: 5.0,
+            }),
             ..record()
         };
         assert_eq!(Record::from_text(&s.to_text()).unwrap(), s);
@@ -190,6 +227,9 @@ mod tests {
             text.replace("origin https", "origin ftp"),
             [&text, "\nextra 1"].concat(),
             [&text, "\nnospace"].concat(),
+            [&text, "\nplan 0 2000"].concat(),
+            [&text, "\nplan 50"].concat(),
+            [&text, "\nplan 50 -2"].concat(),
         ] {
             assert_eq!(
                 Record::from_text(&bad).unwrap_err().code,

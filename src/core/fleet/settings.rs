@@ -57,6 +57,38 @@ fn strings(given: &impl Given, key: &str) -> Result<Option<Vec<String>>> {
     })
 }
 
+/// `plan`: 'standard', 'enterprise' or `{ burst, drainPerSec }` (a portal's request rate).
+pub fn plan(given: &impl Given) -> Result<Option<RateLimit>> {
+    let bad = || {
+        B24Error::invalid(
+            "plan",
+            "must be 'standard', 'enterprise' or { burst, drainPerSec }",
+        )
+    };
+    if let Some(p) = given.nested("plan") {
+        let burst = p
+            .number("burst")
+            .map_err(|_| bad())?
+            .filter(|b| *b >= 1.0 && *b <= 10_000.0)
+            .ok_or_else(bad)?;
+        let drain = p
+            .number("drainPerSec")
+            .map_err(|_| bad())?
+            .filter(|d| *d > 0.0 && *d <= 1_000.0)
+            .ok_or_else(bad)?;
+        return Ok(Some(RateLimit {
+            burst,
+            drain_per_sec: drain,
+        }));
+    }
+    match given.text("plan").map_err(|_| bad())?.as_deref() {
+        None => Ok(None),
+        Some("standard") => Ok(Some(STANDARD)),
+        Some("enterprise") => Ok(Some(ENTERPRISE)),
+        Some(_) => Err(bad()),
+    }
+}
+
 fn required(given: &impl Given, key: &str) -> Result<String> {
     given
         .text(key)?
@@ -106,40 +138,7 @@ impl Settings {
             ));
         }
         let timeout_ms = delay(given, "timeoutMs", 30_000.0)?;
-        let plan = match given.nested("plan") {
-            Some(p) => {
-                let bad = || {
-                    B24Error::invalid(
-                        "plan",
-                        "must be 'standard', 'enterprise' or { burst, drainPerSec }",
-                    )
-                };
-                let burst = p
-                    .number("burst")
-                    .map_err(|_| bad())?
-                    .filter(|b| *b >= 1.0 && *b <= 10_000.0)
-                    .ok_or_else(bad)?;
-                let drain = p
-                    .number("drainPerSec")
-                    .map_err(|_| bad())?
-                    .filter(|d| *d > 0.0 && *d <= 1_000.0)
-                    .ok_or_else(bad)?;
-                RateLimit {
-                    burst,
-                    drain_per_sec: drain,
-                }
-            }
-            None => match given.text("plan")?.as_deref() {
-                None | Some("standard") => STANDARD,
-                Some("enterprise") => ENTERPRISE,
-                Some(_) => {
-                    return Err(B24Error::invalid(
-                        "plan",
-                        "must be 'standard', 'enterprise' or { burst, drainPerSec }",
-                    ))
-                }
-            },
-        };
+        let plan = plan(given)?.unwrap_or(STANDARD);
         let mut oauth_servers =
             strings(given, "oauthServers")?.unwrap_or_else(|| vec![BITRIX_OAUTH.to_string()]);
         oauth_servers.retain(|s| !s.trim().is_empty());

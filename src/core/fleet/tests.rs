@@ -38,6 +38,8 @@ struct Portals {
     fake: Fake,
     /// Refresh exchanges per portal (index).
     exchanges: Rc<RefCell<BTreeMap<usize, u32>>>,
+    /// Portals (host) that answer every REST call with a redirect to this location.
+    redirects: Rc<RefCell<BTreeMap<String, String>>>,
 }
 
 impl Portals {
@@ -56,9 +58,16 @@ impl Portals {
             st.config.operating_limit_s = None;
         }
         let exchanges: Rc<RefCell<BTreeMap<usize, u32>>> = Rc::default();
-        let (all, counted) = (portals.clone(), exchanges.clone());
+        let redirects: Rc<RefCell<BTreeMap<String, String>>> = Rc::default();
+        let (all, counted, moved) = (portals.clone(), exchanges.clone(), redirects.clone());
         let fake = Fake::routed(move |url, method, body, _| {
             let host = url.split('/').nth(2).unwrap_or("");
+            if let Some(to) = moved.borrow().get(host) {
+                return Err(crate::core::platform::TransportError::Redirect {
+                    status: 301,
+                    location: Some(to.clone()),
+                });
+            }
             if host == BITRIX_OAUTH {
                 assert_eq!(method, "oauth/token");
                 assert_eq!(body["client_secret"], json!(SECRET));
@@ -123,6 +132,7 @@ impl Portals {
             portals,
             fake,
             exchanges,
+            redirects,
         }
     }
 
@@ -664,22 +674,31 @@ fn three_workers_with_one_killed_lose_nothing_and_never_share_a_portal() {
     }
 }
 
-/// A store that can become unreachable for one worker (its network to Redis cut).
+/// A store that can become unreachable for one worker (its network to Redis cut), and whose
+/// answers can take a turn of the executor (as a real store's do).
 struct Flaky {
     inner: Rc<MemoryFleetStore>,
     down: Rc<Cell<bool>>,
+    slow: bool,
 }
 
-/// The call, unless the store is down (checked first: the memory store acts when called).
+/// The call, unless the store is down (checked first: the memory store acts when called);
+/// `slow`: its answer comes a turn later.
 fn cut<T: 'static>(
-    down: bool,
+    (down, slow): (bool, bool),
     f: impl FnOnce() -> LocalBoxFuture<'static, crate::core::error::Result<T>>,
 ) -> LocalBoxFuture<'static, crate::core::error::Result<T>> {
     if down {
-        Box::pin(async { Err(B24Error::new(code::STORE_FAILED, "unreachable")) })
-    } else {
-        f()
+        return Box::pin(async { Err(B24Error::new(code::STORE_FAILED, "unreachable")) });
     }
+    let f = f();
+    if !slow {
+        return f;
+    }
+    Box::pin(async move {
+        crate::core::testkit::yield_now().await;
+        f.await
+    })
 }
 
 impl crate::core::journal::Store for Flaky {
@@ -687,17 +706,17 @@ impl crate::core::journal::Store for Flaky {
         &self,
         key: &str,
     ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<String>>> {
-        cut(self.down.get(), || self.inner.get(key))
+        cut((self.down.get(), self.slow), || self.inner.get(key))
     }
     fn set(
         &self,
         key: &str,
         value: String,
     ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
-        cut(self.down.get(), || self.inner.set(key, value))
+        cut((self.down.get(), self.slow), || self.inner.set(key, value))
     }
     fn delete(&self, key: &str) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
-        cut(self.down.get(), || self.inner.delete(key))
+        cut((self.down.get(), self.slow), || self.inner.delete(key))
     }
 }
 
@@ -708,7 +727,9 @@ impl crate::core::fleet::store::FleetStore for Flaky {
         expected: Option<&str>,
         value: Option<String>,
     ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
-        cut(self.down.get(), || self.inner.swap(key, expected, value))
+        cut((self.down.get(), self.slow), || {
+            self.inner.swap(key, expected, value)
+        })
     }
     fn lease(
         &self,
@@ -717,7 +738,7 @@ impl crate::core::fleet::store::FleetStore for Flaky {
         ttl_ms: f64,
         now_ms: f64,
     ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<u64>>> {
-        cut(self.down.get(), || {
+        cut((self.down.get(), self.slow), || {
             self.inner.lease(name, owner, ttl_ms, now_ms)
         })
     }
@@ -726,13 +747,15 @@ impl crate::core::fleet::store::FleetStore for Flaky {
         name: &str,
         owner: &str,
     ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
-        cut(self.down.get(), || self.inner.release(name, owner))
+        cut((self.down.get(), self.slow), || {
+            self.inner.release(name, owner)
+        })
     }
     fn keys(
         &self,
         prefix: &str,
     ) -> LocalBoxFuture<'static, crate::core::error::Result<Vec<String>>> {
-        cut(self.down.get(), || self.inner.keys(prefix))
+        cut((self.down.get(), self.slow), || self.inner.keys(prefix))
     }
 }
 
@@ -744,6 +767,7 @@ fn a_worker_cut_off_from_the_store_stops_before_its_lease_runs_out() {
     let flaky = Rc::new(Flaky {
         inner: store.clone(),
         down: down.clone(),
+        slow: false,
     });
     let settings = |w: &str| Settings {
         lease_ms: 6_000.0,
@@ -846,4 +870,211 @@ fn an_install_the_portal_does_not_vouch_for_stores_nothing() {
             .unwrap()
             .is_empty()
     );
+}
+
+/// A signal wakes the portal's drain at once, on the worker that holds it or, through the
+/// store, from any other worker at the holder's next scan.
+#[test]
+fn signals_wake_the_portal_wherever_they_arrive() {
+    let world = Portals::new(2);
+    let store = Rc::new(MemoryFleetStore::default());
+    let settings = |w: &str| Settings {
+        options: Options {
+            poll: Some((3_600_000.0, 3_600_000.0)),
+            limit: Some(50.0),
+            ..Options::default()
+        },
+        ..world.settings(w)
+    };
+    let holder = Fleet::new(world.fake.clone(), store.clone(), settings("w1"));
+    let elsewhere = Fleet::new(world.fake.clone(), store.clone(), settings("w2"));
+    for i in 0..2 {
+        block_on(holder.install(&world.install_event(i))).unwrap();
+    }
+    let signal = |i: usize| {
+        form_tree(&format!(
+            "event=ONOFFLINEEVENT&auth[member_id]={}&auth[application_token]={}",
+            world.portals[i].member_id,
+            world.application_token(i)
+        ))
+    };
+    let seen = Rc::new(Seen::default());
+    let r = recorder(&seen, "w1", &world.fake);
+    let fake = world.fake.clone();
+    let waits = RefCell::new(Vec::new());
+    let driver = async {
+        // Both portals idle, waiting an hour; the holder runs both (w2 does not run).
+        while holder.stats().len() < 2 {
+            let _ = fake.sleep(100.0, None).await;
+        }
+        let _ = fake.sleep(5_000.0, None).await;
+        for (i, via) in [(0, &holder), (1, &elsewhere)] {
+            world.changes(i, 1, 3);
+            let at = fake.now_ms();
+            assert_eq!(
+                block_on_inner(via.signal(&signal(i))).await.unwrap(),
+                world.portals[i].member_id
+            );
+            while seen
+                .handled
+                .borrow()
+                .get(&world.portals[i].member_id)
+                .map_or(0, BTreeSet::len)
+                < 3
+            {
+                let _ = fake.sleep(50.0, None).await;
+            }
+            waits.borrow_mut().push(fake.now_ms() - at);
+        }
+        holder.stop();
+    };
+    block_on(futures_util::future::join(holder.run(r.clone(), r), driver));
+    let waits = waits.into_inner();
+    assert!(waits[0] < 1_000.0, "woken at once by its holder: {waits:?}");
+    assert!(
+        waits[1] <= 5_000.0 + 1_000.0,
+        "woken at the holder's next scan: {waits:?}"
+    );
+}
+
+/// A portal's plan is kept for every worker, and its drain goes on with it.
+#[test]
+fn a_portals_plan_is_kept_in_its_record_and_applied() {
+    let world = Portals::new(1);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    block_on(fleet.install(&world.install_event(0))).unwrap();
+    let member = world.portals[0].member_id.clone();
+    let enterprise = crate::core::limiter::ENTERPRISE;
+    assert_eq!(
+        block_on(fleet.set_plan("not-a-member", enterprise))
+            .unwrap_err()
+            .code,
+        code::INVALID_ARGUMENT
+    );
+    assert_eq!(
+        block_on(fleet.set_plan(
+            &member,
+            RateLimit {
+                burst: 0.0,
+                drain_per_sec: 1.0
+            }
+        ))
+        .unwrap_err()
+        .code,
+        code::INVALID_ARGUMENT
+    );
+    let seen = Rc::new(Seen::default());
+    let r = recorder(&seen, "w1", &world.fake);
+    let fake = world.fake.clone();
+    let driver = async {
+        world.changes(0, 1, 3);
+        while handled(&seen) < 3 {
+            let _ = fake.sleep(100.0, None).await;
+        }
+        block_on_inner(fleet.set_plan(&member, enterprise))
+            .await
+            .unwrap();
+        world.changes(0, 10, 3);
+        until(&fake, &[&fleet], 120_000.0, || handled(&seen) == 6).await;
+    };
+    block_on(futures_util::future::join(fleet.run(r.clone(), r), driver));
+    assert_eq!(handled(&seen), 6, "drained on with the new plan");
+    let (_, rec) = block_on(read_record(&*store, &record_key("t/", &member)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.plan, Some(enterprise));
+}
+
+/// A portal that answers with a redirect (renamed) stops alone, with the new address.
+#[test]
+fn a_renamed_portal_stops_with_its_new_address() {
+    let world = Portals::new(2);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    for i in 0..2 {
+        block_on(fleet.install(&world.install_event(i))).unwrap();
+    }
+    world.redirects.borrow_mut().insert(
+        world.portals[0].domain.clone(),
+        "https://renamed.bitrix24.com/rest/profile.json".into(),
+    );
+    let seen = Rc::new(Seen::default());
+    let r = recorder(&seen, "w1", &world.fake);
+    let fake = world.fake.clone();
+    let driver = async {
+        world.changes(1, 1, 3);
+        until(&fake, &[&fleet], 120_000.0, || {
+            handled(&seen) == 3 && !seen.stopped.borrow().is_empty()
+        })
+        .await;
+    };
+    block_on(futures_util::future::join(fleet.run(r.clone(), r), driver));
+    let stopped = seen.stopped.borrow();
+    let (_, e) = stopped
+        .iter()
+        .find(|(m, _)| *m == world.portals[0].member_id)
+        .expect("the renamed portal stopped");
+    let e = e.clone().expect("with an error");
+    assert_eq!(e.code, code::PORTAL_STOPPED);
+    assert_eq!(e.moved_to.as_deref(), Some("renamed.bitrix24.com"));
+    assert_eq!(
+        seen.handled.borrow()[&world.portals[1].member_id].len(),
+        3,
+        "the other portal goes on"
+    );
+    let (_, rec) = block_on(read_record(
+        &*store,
+        &record_key("t/", &world.portals[0].member_id),
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(rec.moved_to.as_deref(), Some("renamed.bitrix24.com"));
+    assert_eq!(rec.stopped.as_deref(), Some(code::PORTAL_MOVED));
+}
+
+/// A stop that arrives while a scan is taking portals still ends the run: what that scan
+/// takes afterwards ends at once and gives its lease back.
+#[test]
+fn a_stop_during_a_scan_ends_the_run() {
+    let world = Portals::new(30);
+    let store = Rc::new(MemoryFleetStore::default());
+    let installer = Fleet::new(world.fake.clone(), store.clone(), world.settings("w0"));
+    for i in 0..30 {
+        block_on(installer.install(&world.install_event(i))).unwrap();
+    }
+    let slow = Rc::new(Flaky {
+        inner: store.clone(),
+        down: Rc::default(),
+        slow: true,
+    });
+    for stop_after in [0u32, 1, 3, 10, 40, 100] {
+        let fleet = Fleet::new(world.fake.clone(), slow.clone(), world.settings("w1"));
+        let seen = Rc::new(Seen::default());
+        let r = recorder(&seen, "w1", &world.fake);
+        let fake = world.fake.clone();
+        let stopper = async {
+            for _ in 0..stop_after {
+                crate::core::testkit::yield_now().await;
+            }
+            fleet.stop();
+            // The run must end well within a lease.
+            let _ = fake.sleep(60_000.0, None).await;
+        };
+        let ended = block_on(race(fleet.run(r.clone(), r), stopper));
+        assert!(
+            matches!(ended, crate::core::joint::Either::Left(())),
+            "stopped after {stop_after} yields, the run did not end"
+        );
+        assert!(fleet.stats().is_empty());
+        let now = world.fake.now_ms();
+        for p in &world.portals {
+            assert!(
+                store
+                    .holder(&["t/lease/", &p.member_id].concat(), now)
+                    .is_none(),
+                "a lease kept"
+            );
+        }
+    }
 }

@@ -15,6 +15,7 @@ use super::super::consume::{
 use super::super::error::{code, B24Error, Result};
 use super::super::joint::{race, Alarm, Crowd, Gate, LocalBoxFuture};
 use super::super::journal::{Journal, Store};
+use super::super::limiter::RateLimit;
 use super::super::model::{Bound, OfflineEvent};
 use super::super::offline::Queue;
 use super::super::platform::{Level, Platform};
@@ -162,7 +163,7 @@ impl<P: Platform + Clone> Fleet<P> {
         let s = &me.settings;
         let mut config = Config::new(record.origin.clone());
         config.timeout_ms = s.timeout_ms;
-        config.rate = Some(s.plan);
+        config.rate = Some(record.plan.unwrap_or(s.plan));
         config.connector = s.connector.clone();
         let tokens = PortalTokens::new(
             me.platform.clone(),
@@ -361,6 +362,31 @@ impl<P: Platform + Clone> Fleet<P> {
             }
         }
         Ok(member)
+    }
+
+    /// Sets a portal's request rate (its plan: `standard`, `enterprise`, or its own), for every
+    /// worker: kept in its record; a drain running here starts again with it.
+    pub async fn set_plan(&self, member: &str, plan: RateLimit) -> Result<()> {
+        let me = &self.inner;
+        let member = member_id(Some(member))
+            .map_err(|_| B24Error::invalid("memberId", "is not 32 hex digits"))?;
+        if !(plan.burst >= 1.0 && plan.drain_per_sec > 0.0) {
+            return Err(B24Error::invalid(
+                "plan",
+                "needs burst >= 1 and drainPerSec > 0",
+            ));
+        }
+        change_record(&*me.store, &record_key(&me.settings.prefix, &member), |r| {
+            r.plan = Some(plan)
+        })
+        .await?
+        .ok_or_else(|| B24Error::invalid("memberId", "no such portal"))?;
+        let here = me.portals.borrow().get(&member).cloned();
+        if let Some(p) = here {
+            // Closed, it ends after its batch in hand; the next scan starts it with the plan.
+            p.alarm.close();
+        }
+        Ok(())
     }
 
     /// Portals this worker drains now, with their counters.
@@ -622,6 +648,16 @@ impl<P: Platform + Clone> Fleet<P> {
             last_error: RefCell::default(),
             client: RefCell::default(),
         });
+        #[cfg(test)]
+        eprintln!(
+            "start {} closing {}",
+            record.member_id,
+            self.inner.closing.get()
+        );
+        if self.inner.closing.get() {
+            // Taken during the scan that a stop interrupted: it ends at once, lease given back.
+            portal.alarm.close();
+        }
         self.inner
             .portals
             .borrow_mut()
