@@ -77,7 +77,7 @@ async function round(n) {
   const idleCpu = process.cpuUsage(idleCpu0);
   fleet.stop();
   await run;
-  app.server.close();
+  app.close();
   rmSync(dir, { recursive: true, force: true });
   const rate = (n * PER_PORTAL) / seconds;
   return {

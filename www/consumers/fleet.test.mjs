@@ -93,7 +93,7 @@ test('one worker installs 50 portals through their install events and drains eve
   const list = await portals(50, { rate_limit: null });
   let fleet;
   const app = await serve({ install: (b) => fleet.install(b), uninstall: (b) => fleet.uninstall(b), signal: (b) => fleet.signal(b) });
-  cleanup.push(() => app.server.close());
+  cleanup.push(() => app.close());
   fleet = new Fleet(options(app.url, { store: new FileStore(dir), maxIdleDelay: 2000 }));
   for (const p of list) await install(p.origin, app.url);
   for (const p of list) assert.equal(await changes(p.origin, 1, 20), 20);
@@ -141,7 +141,7 @@ test('three worker processes on Redis, one SIGKILLed, lose nothing and never dra
   cleanup.push(() => client.quit());
   let installer;
   const app = await serve({ install: (b) => installer.install(b), uninstall: (b) => installer.uninstall(b), signal: (b) => installer.signal(b) });
-  cleanup.push(() => app.server.close());
+  cleanup.push(() => app.close());
   installer = new Fleet(options(app.url, { store }));
   const opts = options(app.url, { leaseMs: 3000, scanMs: 1000, handlerTimeoutMs: 2000, timeoutMs: 3000, strandedAfterMs: 15000, maxIdleDelay: 1000 });
   for (const p of list) await install(p.origin, app.url);
@@ -199,7 +199,7 @@ test('every token expiring at once is refreshed exactly once per portal across t
   for (const m of made) cleanup.push(() => m.client.quit());
   let installer;
   const app = await serve({ install: (b) => installer.install(b), uninstall: (b) => installer.uninstall(b), signal: (b) => installer.signal(b) });
-  cleanup.push(() => app.server.close());
+  cleanup.push(() => app.close());
   installer = new Fleet(options(app.url, { store: made[0].store }));
   for (const p of list) await install(p.origin, app.url);
   const fleets = made.map((m, i) => new Fleet(options(app.url, { store: m.store, workerId: `r${i}`, leaseMs: 3000, scanMs: 1000, maxIdleDelay: 500 })));
@@ -231,7 +231,7 @@ test('a spent refresh token, a deleted portal and an uninstall each stop only th
     uninstall: (b) => fleet.uninstall(b),
     signal: (b) => fleet.signal(b),
   });
-  cleanup.push(() => app.server.close());
+  cleanup.push(() => app.close());
   fleet = new Fleet(options(app.url, { store: new FileStore(dir), maxIdleDelay: 500 }));
   for (const p of list) await install(p.origin, app.url);
   const stopped = new Map();

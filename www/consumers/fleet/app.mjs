@@ -29,7 +29,10 @@ export async function serve(fleet) {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const url = `http://127.0.0.1:${server.address().port}`;
-  return { server, url };
+  // The portal keeps its connections to the app alive: closing ends those too, or they would
+  // keep the process running.
+  const close = () => { server.close(); server.closeAllConnections(); };
+  return { server, url, close };
 }
 
 export async function redisStore(port, prefix) {
