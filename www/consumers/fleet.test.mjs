@@ -145,7 +145,6 @@ test('three worker processes on Redis, one SIGKILLed, lose nothing and never dra
   installer = new Fleet(options(app.url, { store }));
   const opts = options(app.url, { leaseMs: 3000, scanMs: 1000, handlerTimeoutMs: 2000, timeoutMs: 3000, strandedAfterMs: 15000, maxIdleDelay: 1000 });
   for (const p of list) await install(p.origin, app.url);
-  for (const p of list) await changes(p.origin, 1, 40);
   const lines = [];
   const workers = ['w1', 'w2', 'w3'].map((worker) => {
     const child = spawn(process.execPath, [join(here, 'fleet/app.mjs'), JSON.stringify({ redisPort, prefix, worker, options: opts, handleMs: 50 })], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -159,11 +158,25 @@ test('three worker processes on Redis, one SIGKILLed, lose nothing and never dra
   });
   cleanup.push(() => workers.forEach((w) => w.child.kill('SIGKILL')));
   const handled = () => new Set(lines.filter((l) => l.ids).flatMap((l) => l.ids.map((id) => `${l.member}/${id}`))).size;
-  await until('the victim busy', 30000, () => lines.some((l) => l.worker === 'w3' && l.ids));
+  // Changes only once every worker is up (a worker alone takes every portal until it sees the
+  // others), then more until the victim is busy: on a loaded machine the first workers may drain
+  // the first round before the victim takes its share.
+  await until('three workers ready', 30000, () => lines.filter((l) => l.ready).length === 3);
+  let expected = 0;
+  let round = 0;
+  let next = 0;
+  await until('the victim busy', 60000, async () => {
+    if (lines.some((l) => l.worker === 'w3' && l.ids)) return true;
+    if (Date.now() < next) return false;
+    for (const p of list) expected += await changes(p.origin, 1 + round * 100, round === 0 ? 40 : 2);
+    round++;
+    next = Date.now() + 1000;
+    return false;
+  });
   const killedAt = Date.now();
   workers[2].child.kill('SIGKILL');
   await workers[2].exited;
-  for (const p of list) await changes(p.origin, 100, 5);
+  for (const p of list) expected += await changes(p.origin, 100000, 5);
   // Every event handled, and nothing left reserved: what the victim handled but never
   // acknowledged comes back once its hold is over, through the error queue.
   const empty = async () => {
@@ -171,13 +184,13 @@ test('three worker processes on Redis, one SIGKILLed, lose nothing and never dra
     return true;
   };
   try {
-    await until('every event, every queue empty', 90000, async () => handled() === 12 * 45 && (await empty()));
+    await until('every event, every queue empty', 90000, async () => handled() === expected && (await empty()));
   } catch (e) {
     const per = {};
     for (const l of lines.filter((l) => l.ids)) per[l.worker] = (per[l.worker] ?? 0) + l.ids.length;
     const left = [];
     for (const p of list) left.push((await ctl(p.origin, 'queue')).map((r) => [r.PROCESS_ID, r.ERROR]));
-    throw new Error(`${e.message}: handled ${handled()} of ${12 * 45}; per worker ${JSON.stringify(per)}; other lines ${JSON.stringify(lines.filter((l) => !l.ids))}; left ${JSON.stringify(left)}`);
+    throw new Error(`${e.message}: handled ${handled()} of ${expected}; per worker ${JSON.stringify(per)}; other lines ${JSON.stringify(lines.filter((l) => !l.ids))}; left ${JSON.stringify(left)}`);
   }
   for (const w of workers.slice(0, 2)) w.child.kill('SIGTERM');
   await Promise.all(workers.slice(0, 2).map((w) => w.exited));
