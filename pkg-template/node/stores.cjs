@@ -2,7 +2,8 @@
 // The two stores of `Fleet` (Node): FileStore (one directory, one machine, no other software)
 // and RedisStore (any number of workers on any number of machines). Both keep the contract the
 // fleet's core holds its reference store to (src/core/fleet/store.rs): swap writes only over the
-// value read; a lease has one holder at a time and a fence that grows with every new holder.
+// value read; a lease has one holder at a time and a fence that grows with every new holder;
+// a fenced write lands only while the lease's fence is the one it names.
 
 const fs = require('node:fs');
 const path = require('node:path');
@@ -107,6 +108,15 @@ class FileStore {
     });
   }
 
+  async fenced(name, fence, key, value) {
+    return this.locked(`\u0000lease/${name}`, async () => {
+      const raw = await this.get(`\u0000lease/${name}`);
+      if (!raw || JSON.parse(raw).fence !== fence) return false;
+      if (value === null) await this.delete(key); else await this.set(key, value);
+      return true;
+    });
+  }
+
   async release(name, owner) {
     const key = `\u0000lease/${name}`;
     await this.locked(key, async () => {
@@ -152,6 +162,16 @@ if owner and owner ~= ARGV[1] then return nil end
 if not owner then redis.call('INCR', KEYS[2]) end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return tonumber(redis.call('GET', KEYS[2]))`;
+
+// A write (ARGV[2] '0': a delete) only while the fence counter in KEYS[3] is still ARGV[1].
+const FENCED = `
+if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '0' then
+  redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3]); redis.call('SADD', KEYS[2], KEYS[1])
+end
+return 1`;
 
 const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
@@ -204,6 +224,14 @@ class RedisStore {
       owner, String(Math.max(1, Math.ceil(ttlMs))),
     ]);
     return r === null || r === undefined ? null : Number(r);
+  }
+
+  async fenced(name, fence, key, value) {
+    const r = await this.cmd([
+      'EVAL', FENCED, '3', this.prefix + key, this.dir(key), `${this.prefix}\u0000fence:${name}`,
+      String(fence), value === null ? '0' : '1', value === null ? '' : value,
+    ]);
+    return Number(r) === 1;
   }
 
   async release(name, owner) {

@@ -8,6 +8,7 @@ export declare class FileStore implements FleetStore {
   delete(key: string): Promise<void>;
   swap(key: string, expected: string | null, value: string | null): Promise<boolean>;
   lease(name: string, owner: string, ttlMs: number, nowMs: number): Promise<number | null>;
+  fenced(name: string, fence: number, key: string, value: string | null): Promise<boolean>;
   release(name: string, owner: string): Promise<void>;
   keys(prefix: string): Promise<string[]>;
 }
@@ -24,6 +25,7 @@ export declare class RedisStore implements FleetStore {
   delete(key: string): Promise<void>;
   swap(key: string, expected: string | null, value: string | null): Promise<boolean>;
   lease(name: string, owner: string, ttlMs: number, nowMs?: number): Promise<number | null>;
+  fenced(name: string, fence: number, key: string, value: string | null): Promise<boolean>;
   release(name: string, owner: string): Promise<void>;
   keys(prefix: string): Promise<string[]>;
 }

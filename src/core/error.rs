@@ -42,6 +42,9 @@ pub mod code {
     /// uninstalled or moved (see the description; `movedTo` for a new address). A new install
     /// brings it back.
     pub const PORTAL_STOPPED: &str = "PORTAL_STOPPED";
+    /// The fleet worker no longer holds the portal's lease (another worker took it over): the
+    /// store refused its journal write, and its drain of the portal ended.
+    pub const LEASE_LOST: &str = "LEASE_LOST";
     /// An install or uninstall request that is malformed, names an endpoint the app does not
     /// trust, or does not carry the portal's application token.
     pub const INVALID_INSTALL: &str = "INVALID_INSTALL";

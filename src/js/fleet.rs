@@ -41,6 +41,9 @@ export interface FleetStore {
   /** Takes or renews a lease: its fence (a number that grows with every new holder) while
    *  `owner` holds it, null while someone else does. */
   lease(name: string, owner: string, ttlMs: number, nowMs: number): number | null | Promise<number | null>;
+  /** Writes `value` at `key` (deletes, for null) only if the lease `name`'s fence is still
+   *  `fence` (nobody took the lease since): the portal's journal writes. Whether it did. */
+  fenced(name: string, fence: number, key: string, value: string | null): boolean | Promise<boolean>;
   release(name: string, owner: string): unknown;
   /** Keys that start with `prefix`. */
   keys(prefix: string): string[] | Promise<string[]>;
@@ -57,6 +60,9 @@ export interface FleetOptions extends Omit<ConsumeOptions, 'poll' | 'signal' | '
   signalUrl?: string;
   /** Handlers running at once, over every portal (default 8). */
   concurrency?: number;
+  /** Batches of one portal in flight at once (default 1, at most 16): more only pays when
+   *  handlers are slower than the portal's request rate. */
+  portalConcurrency?: number;
   /** A portal's lease (default 30000 ms, at least 3000): one worker drains it meanwhile. */
   leaseMs?: number;
   /** How often leases are renewed and free portals looked for (default a third of leaseMs). */
@@ -204,6 +210,30 @@ impl FleetStore for JsFleetStore {
                 .filter(|n| n.fract() == 0.0 && *n >= 1.0 && *n < 9.0e15)
                 .map(|n| Some(n as u64))
                 .ok_or_else(|| store_failed("return a positive integer or null from lease()"))
+        })
+    }
+
+    fn fenced(
+        &self,
+        name: &str,
+        fence: u64,
+        key: &str,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, Result<bool>> {
+        let f = self.call(
+            "fenced",
+            &[
+                name.into(),
+                (fence as f64).into(),
+                key.into(),
+                opt_text(value.as_deref()),
+            ],
+            "write",
+        );
+        Box::pin(async move {
+            f.await?
+                .as_bool()
+                .ok_or_else(|| store_failed("return a boolean from fenced()"))
         })
     }
 

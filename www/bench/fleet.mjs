@@ -2,11 +2,17 @@
 // portals at the real request rate (2 a second a portal, 50 events a batch: a ceiling of 100
 // events a second a portal; the burst is 2 so the steady state starts at once): aggregate
 // events/s against the sum of the ceilings, the worker's CPU and resident memory per portal,
-// and requests per idle portal per hour. Needs EMULATOR_URL and a built pkg/.
-import { mkdtempSync, rmSync } from 'node:fs';
+// and requests per idle portal per hour. Then three worker processes sharing 200 portals on a
+// redis-server started here: aggregate events/s, the workers' CPU, how the portals were shared,
+// and the store's load (Redis commands per second, busy and idle). Needs EMULATOR_URL, a built
+// pkg/ and redis-server.
+import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Fleet, FileStore, serve } from '../consumers/fleet/app.mjs';
+import { fileURLToPath } from 'node:url';
+import { Fleet, FileStore, serve, redisStore } from '../consumers/fleet/app.mjs';
 
 const EMULATOR = process.env.EMULATOR_URL;
 if (!EMULATOR) throw new Error('EMULATOR_URL must point at a running emulator');
@@ -94,6 +100,114 @@ async function round(n) {
   };
 }
 
+async function freePort() {
+  const s = createServer().listen(0, '127.0.0.1');
+  await new Promise((r) => s.once('listening', r));
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** User + system CPU seconds of a process so far (Linux). */
+function cpuOf(pid) {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function redisCommands(client) {
+  const info = await client.sendCommand(['INFO', 'stats']);
+  return Number(/total_commands_processed:(\d+)/.exec(info)[1]);
+}
+
+/** Three worker processes (www/consumers/fleet/app.mjs) on one redis-server, sharing n portals. */
+async function shared(n, workers) {
+  const port = await freePort();
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  let seen = '';
+  await new Promise((resolve, reject) => {
+    redis.stdout.on('data', (d) => { seen += d; if (seen.includes('Ready to accept connections')) resolve(); });
+    redis.once('exit', (c) => reject(new Error(`redis-server exited (${c})`)));
+  });
+  const prefix = 'bench:';
+  const { store, client } = await redisStore(port, prefix);
+  const { portals: list } = await ctl(EMULATOR, 'portals', { count: n, config: { rate_limit: RATE } });
+  let installer;
+  const app = await serve({ install: (b) => installer.install(b), uninstall: (b) => installer.uninstall(b), signal: (b) => installer.signal(b) });
+  const options = {
+    oauth: { clientId: 'app.bench', clientSecret: 'secret' },
+    events: ['ONCRMDEALUPDATE'],
+    signalUrl: `${app.url}/signal`,
+    allowHttp: true,
+    concurrency: 64,
+    plan: { burst: RATE.burst, drainPerSec: RATE.drain_per_sec },
+    maxIdleDelay: 5000,
+    strandedAfterMs: 120000,
+    handlerTimeoutMs: 20000,
+    timeoutMs: 10000,
+    leaseMs: 9000,
+  };
+  installer = new Fleet({ ...options, store });
+  for (const p of list) {
+    const r = await ctl(p.origin, 'install', { client_id: 'app.bench', handler: `${app.url}/install` });
+    if (!r.delivered) throw new Error('install not delivered');
+  }
+  const lines = [];
+  const app_mjs = fileURLToPath(new URL('../consumers/fleet/app.mjs', import.meta.url));
+  const procs = Array.from({ length: workers }, (_, i) => {
+    const child = spawn(process.execPath, [app_mjs, JSON.stringify({ redisPort: port, prefix, worker: `b${i}`, options, handleMs: 0 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let buf = '';
+    child.stdout.on('data', (d) => {
+      buf += d;
+      let at;
+      while ((at = buf.indexOf('\n')) >= 0) { lines.push(JSON.parse(buf.slice(0, at))); buf = buf.slice(at + 1); }
+    });
+    return { child, exited: new Promise((r) => child.once('exit', r)) };
+  });
+  while (lines.filter((l) => l.ready).length < workers) await sleep(50);
+  // Two scans (3 s each), so that the portals are shared before the changes come.
+  await sleep(7000);
+  for (const p of list) {
+    const items = Array.from({ length: PER_PORTAL }, (_, i) => ({ event: 'ONCRMDEALUPDATE', data: { FIELDS: { ID: String(i + 1) } } }));
+    await ctl(p.origin, 'trigger', { items });
+  }
+  const handled = () => lines.reduce((a, l) => a + (l.ids ? l.ids.length : 0), 0);
+  const cpu0 = procs.reduce((a, p) => a + cpuOf(p.child.pid), 0);
+  const cmd0 = await redisCommands(client);
+  const t0 = performance.now();
+  while (handled() < n * PER_PORTAL) await sleep(50);
+  const seconds = (performance.now() - t0) / 1000;
+  const busyCommands = (await redisCommands(client)) - cmd0;
+  const cpu = procs.reduce((a, p) => a + cpuOf(p.child.pid), 0) - cpu0;
+  const per = {};
+  for (const l of lines.filter((x) => x.ids)) (per[l.worker] ??= new Set()).add(l.member);
+  await sleep(6000);
+  const idleCmd0 = await redisCommands(client);
+  const idleFrom = await requests(list);
+  const idleT0 = performance.now();
+  await sleep(20000);
+  const idleSeconds = (performance.now() - idleT0) / 1000;
+  const idleCommands = (await redisCommands(client)) - idleCmd0;
+  const idleRequests = (await requests(list)) - idleFrom;
+  for (const p of procs) p.child.kill('SIGTERM');
+  await Promise.all(procs.map((p) => p.exited));
+  await client.quit();
+  app.close();
+  redis.kill('SIGTERM');
+  const rate = (n * PER_PORTAL) / seconds;
+  return {
+    n,
+    workers,
+    rate,
+    ratio: rate / (n * CEILING),
+    cpuPerEventUs: (cpu * 1e6) / (n * PER_PORTAL),
+    portalsPerWorker: Object.values(per).map((s) => s.size).sort((a, b) => b - a),
+    busyCommandsPerSec: busyCommands / seconds,
+    commandsPerBatch: busyCommands / (n * PER_PORTAL / 50),
+    idleCommandsPerPortalHour: (idleCommands / n) * (3600 / idleSeconds),
+    idlePerHour: (idleRequests / n) * (3600 / idleSeconds),
+  };
+}
+
 const rows = [];
 for (const n of [1, 50, 200]) rows.push(await round(n));
 console.log('fleet: one worker, file store; 2 requests/s a portal, 50 events a batch (ceiling 100 events/s a portal)');
@@ -108,3 +222,14 @@ for (const r of rows) {
   );
 }
 console.log('at the defaults (maxIdleDelay 60 s, a sweep every 5 min): 72 requests per idle portal per hour (derived)');
+
+const r = await shared(200, 3);
+console.log(`fleet: ${r.workers} worker processes on one redis-server, ${r.n} portals (scan every 3 s), same limits`);
+console.log('events/s  ceiling  ratio  workers CPU us/event  portals per worker  Redis commands/s busy  per batch  Redis commands/idle portal/hour  idle requests/portal/hour');
+console.log(
+  [
+    r.rate.toFixed(0).padEnd(8), String(r.n * CEILING).padEnd(7), r.ratio.toFixed(2).padEnd(5), r.cpuPerEventUs.toFixed(0).padEnd(20),
+    r.portalsPerWorker.join('/').padEnd(18), r.busyCommandsPerSec.toFixed(0).padEnd(21), r.commandsPerBatch.toFixed(1).padEnd(9),
+    r.idleCommandsPerPortalHour.toFixed(0).padEnd(31), r.idlePerHour.toFixed(0),
+  ].join('  '),
+);

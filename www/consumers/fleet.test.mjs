@@ -87,6 +87,48 @@ async function until(what, limitMs, done) {
   }
 }
 
+// The rules the core's reference store is held to (src/core/fleet/store.rs), for the two stores
+// the package ships.
+async function storeContract(store) {
+  assert.equal(await store.swap('a/k', null, 'v1'), true);
+  assert.equal(await store.swap('a/k', null, 'v2'), false);
+  assert.equal(await store.swap('a/k', 'x', 'v2'), false);
+  assert.equal(await store.swap('a/k', 'v1', 'v2'), true);
+  assert.equal(await store.get('a/k'), 'v2');
+  const f1 = await store.lease('p', 'w1', 400, Date.now());
+  assert.ok(Number.isInteger(f1) && f1 >= 1);
+  assert.equal(await store.lease('p', 'w2', 400, Date.now()), null);
+  assert.equal(await store.lease('p', 'w1', 400, Date.now()), f1, 'a renewal keeps the fence');
+  assert.equal(await store.fenced('p', f1, 'a/j', 'mine'), true);
+  assert.equal(await store.fenced('p', f1 + 1, 'a/j', 'forged'), false);
+  await sleep(500);
+  // Run out, nobody else took it: the holder's write still lands.
+  assert.equal(await store.fenced('p', f1, 'a/j', 'late but alone'), true);
+  const f2 = await store.lease('p', 'w2', 400, Date.now());
+  assert.ok(f2 > f1);
+  assert.equal(await store.fenced('p', f1, 'a/j', 'stale'), false);
+  assert.equal(await store.fenced('p', f1, 'a/j', null), false);
+  assert.equal(await store.get('a/j'), 'late but alone');
+  assert.equal(await store.lease('p', 'w1', 400, Date.now()), null);
+  await store.release('p', 'w1');
+  assert.equal(await store.lease('p', 'w1', 400, Date.now()), null, 'released only by its holder');
+  await store.release('p', 'w2');
+  const f3 = await store.lease('p', 'w1', 400, Date.now());
+  assert.ok(f3 > f2, 'a new holder after a release gets a new fence');
+  assert.equal(await store.fenced('p', f3, 'a/j', null), true);
+  assert.equal(await store.get('a/j'), null);
+  assert.deepEqual(await store.keys('a/'), ['a/k']);
+}
+
+test('the file store and the Redis store keep the store contract (swap, leases, fenced writes)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'b24-store-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  await storeContract(new FileStore(dir));
+  const { store, client } = await redisStore(redisPort, `contract-${Date.now()}:`);
+  cleanup.push(() => client.quit());
+  await storeContract(store);
+});
+
 test('one worker installs 50 portals through their install events and drains every one', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'b24-fleet-'));
   cleanup.push(() => rmSync(dir, { recursive: true, force: true }));

@@ -149,9 +149,13 @@ impl Settings {
         };
         let holds = Holds::resolve(given, timeout_ms)?;
         let mut options = Options::resolve(given, holds)?;
-        // `concurrency` is the fleet's (handlers at once over every portal); each portal is
-        // drained one batch at a time, its plan's rate being the bound anyway.
-        options.concurrency = 1;
+        // `concurrency` is the fleet's (handlers at once over every portal); a portal's own
+        // batches in flight are `portalConcurrency` (default 1: its plan's rate is the bound
+        // unless the handlers are slow).
+        options.concurrency = match given.number("portalConcurrency")? {
+            Some(c) => validate::positive("portalConcurrency", c)?.min(16) as usize,
+            None => 1,
+        };
         // A fleet always polls (signals end its waits early).
         let first = delay(given, "idleDelay", 1000.0)?;
         let longest = delay(given, "maxIdleDelay", 60_000.0)?;
@@ -212,6 +216,7 @@ mod tests {
         assert_eq!(s.plan, STANDARD);
         assert_eq!(s.trust.oauth_servers, vec![BITRIX_OAUTH]);
         assert_eq!(s.options.poll, Some((1000.0, 60_000.0)));
+        assert_eq!(s.options.concurrency, 1);
         assert_eq!(s.worker, "w-1");
         assert!(!format!("{:?}", s.app).contains("\"s\""));
         let s = resolve(json!({
@@ -219,6 +224,7 @@ mod tests {
             "events": "ONCRMDEALUPDATE",
             "plan": "enterprise",
             "concurrency": 1e6,
+            "portalConcurrency": 1e6,
             "leaseMs": 9000,
             "workerId": "worker-7",
         }))
@@ -228,6 +234,7 @@ mod tests {
             (ENTERPRISE, 256, 3000.0)
         );
         assert_eq!(s.worker, "worker-7");
+        assert_eq!(s.options.concurrency, 16);
         let s = resolve(json!({
             "oauth": { "clientId": "a", "clientSecret": "s" },
             "plan": { "burst": 100, "drainPerSec": 3 },
@@ -282,6 +289,14 @@ mod tests {
             (
                 json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "concurrency": 0 }),
                 "concurrency",
+            ),
+            (
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "portalConcurrency": -1 }),
+                "portalConcurrency",
+            ),
+            (
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "portalConcurrency": "4" }),
+                "portalConcurrency",
             ),
             (
                 json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "workerId": "a b" }),

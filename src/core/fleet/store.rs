@@ -4,11 +4,12 @@
 //! file store and the Redis adapter implement it in the binding; [`MemoryFleetStore`] here is
 //! the reference the native tests hold the rules to.
 
-use super::super::error::Result;
+use super::super::error::{code, B24Error, Result};
 use super::super::joint::LocalBoxFuture;
 use super::super::journal::Store;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// A lease held: by whom, until when (store time), and its fence.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +40,17 @@ pub trait FleetStore: Store {
         ttl_ms: f64,
         now_ms: f64,
     ) -> LocalBoxFuture<'static, Result<Option<u64>>>;
+    /// Writes `value` at `key` (deletes, for `None`) only if the lease `name` has not passed to
+    /// another owner since it was handed out with `fence` (its fence is still `fence`, held or
+    /// run out): a worker that lost a portal cannot write its journal, however late its write
+    /// arrives. Whether it did.
+    fn fenced(
+        &self,
+        name: &str,
+        fence: u64,
+        key: &str,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, Result<bool>>;
     /// Gives the lease up if `owner` holds it.
     fn release(&self, name: &str, owner: &str) -> LocalBoxFuture<'static, Result<()>>;
     /// The keys that start with `prefix`, sorted.
@@ -133,6 +145,24 @@ impl FleetStore for MemoryFleetStore {
         done(Some(fence))
     }
 
+    fn fenced(
+        &self,
+        name: &str,
+        fence: u64,
+        key: &str,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, Result<bool>> {
+        if self.fences.borrow().get(name) != Some(&fence) {
+            return done(false);
+        }
+        let mut map = self.map.borrow_mut();
+        match value {
+            Some(v) => map.insert(key.to_string(), v),
+            None => map.remove(key),
+        };
+        done(true)
+    }
+
     fn release(&self, name: &str, owner: &str) -> LocalBoxFuture<'static, Result<()>> {
         let mut leases = self.leases.borrow_mut();
         if leases.get(name).is_some_and(|l| l.owner == owner) {
@@ -150,6 +180,44 @@ impl FleetStore for MemoryFleetStore {
                 .cloned()
                 .collect(),
         )
+    }
+}
+
+/// A portal's journal as its lease holder writes it: reads pass through, every write is fenced
+/// by the lease it was taken under, and a refused write fails with `LEASE_LOST`.
+pub struct Fenced {
+    pub store: Rc<dyn FleetStore>,
+    pub lease: String,
+    pub fence: u64,
+}
+
+impl Fenced {
+    fn write(&self, key: &str, value: Option<String>) -> LocalBoxFuture<'static, Result<()>> {
+        let f = self.store.fenced(&self.lease, self.fence, key, value);
+        Box::pin(async move {
+            if f.await? {
+                Ok(())
+            } else {
+                Err(B24Error::new(
+                    code::LEASE_LOST,
+                    "another worker holds the portal now: this worker's journal write was refused",
+                ))
+            }
+        })
+    }
+}
+
+impl Store for Fenced {
+    fn get(&self, key: &str) -> LocalBoxFuture<'static, Result<Option<String>>> {
+        self.store.get(key)
+    }
+
+    fn set(&self, key: &str, value: String) -> LocalBoxFuture<'static, Result<()>> {
+        self.write(key, Some(value))
+    }
+
+    fn delete(&self, key: &str) -> LocalBoxFuture<'static, Result<()>> {
+        self.write(key, None)
     }
 }
 
@@ -196,5 +264,30 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(f3 > f2);
+    }
+
+    #[test]
+    fn a_fenced_write_lands_only_under_the_fence_it_was_taken_with() {
+        let s = Rc::new(MemoryFleetStore::default());
+        let journal = |fence| Fenced {
+            store: s.clone(),
+            lease: "p".into(),
+            fence,
+        };
+        // No lease ever taken: nothing is written.
+        assert!(block_on(journal(1).set("j", "x".into())).is_err());
+        let f1 = block_on(s.lease("p", "w1", 1000.0, 0.0)).unwrap().unwrap();
+        block_on(journal(f1).set("j", "a".into())).unwrap();
+        // Run out but not taken by anyone: still this holder's (nobody else wrote meanwhile).
+        block_on(journal(f1).set("j", "b".into())).unwrap();
+        let f2 = block_on(s.lease("p", "w2", 1000.0, 5000.0))
+            .unwrap()
+            .unwrap();
+        let late = block_on(journal(f1).set("j", "stale".into())).unwrap_err();
+        assert_eq!(late.code, code::LEASE_LOST);
+        assert!(block_on(journal(f1).delete("j")).is_err());
+        assert_eq!(block_on(s.get("j")).unwrap().as_deref(), Some("b"));
+        block_on(journal(f2).delete("j")).unwrap();
+        assert_eq!(block_on(journal(f1).get("j")).unwrap(), None);
     }
 }

@@ -742,6 +742,17 @@ impl crate::core::fleet::store::FleetStore for Flaky {
             self.inner.lease(name, owner, ttl_ms, now_ms)
         })
     }
+    fn fenced(
+        &self,
+        name: &str,
+        fence: u64,
+        key: &str,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
+        cut((self.down.get(), self.slow), || {
+            self.inner.fenced(name, fence, key, value)
+        })
+    }
     fn release(
         &self,
         name: &str,
@@ -1077,4 +1088,241 @@ fn a_stop_during_a_scan_ends_the_run() {
             );
         }
     }
+}
+
+/// One worker's view of a shared store that checks, on every journal write that lands, that the
+/// writer holds the newest lease handed out (recorded by every spy as leases are granted).
+struct Spy {
+    inner: Rc<MemoryFleetStore>,
+    worker: &'static str,
+    /// Fence -> the worker it was handed to.
+    owners: Rc<RefCell<BTreeMap<u64, &'static str>>>,
+    /// Journal writes that landed while another worker held the newest lease.
+    stale: Rc<Cell<u32>>,
+    /// This worker's journal writes the store refused.
+    refused: Rc<Cell<u32>>,
+}
+
+impl Spy {
+    fn landed(&self, key: &str) {
+        let newest = self.owners.borrow().values().next_back().copied();
+        if key.contains("journal/") && newest != Some(self.worker) {
+            self.stale.set(self.stale.get() + 1);
+        }
+    }
+}
+
+impl crate::core::journal::Store for Spy {
+    fn get(
+        &self,
+        key: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<String>>> {
+        self.inner.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: String,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        self.landed(key);
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        self.landed(key);
+        self.inner.delete(key)
+    }
+}
+
+impl crate::core::fleet::store::FleetStore for Spy {
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
+        self.inner.swap(key, expected, value)
+    }
+    fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: f64,
+        now_ms: f64,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<u64>>> {
+        let got = block_on(self.inner.lease(name, owner, ttl_ms, now_ms));
+        if let Ok(Some(f)) = got {
+            self.owners.borrow_mut().insert(f, self.worker);
+        }
+        Box::pin(async move { got })
+    }
+    fn fenced(
+        &self,
+        name: &str,
+        fence: u64,
+        key: &str,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
+        let done = block_on(self.inner.fenced(name, fence, key, value));
+        match done {
+            Ok(true) => self.landed(key),
+            Ok(false) => self.refused.set(self.refused.get() + 1),
+            Err(_) => {}
+        }
+        Box::pin(async move { done })
+    }
+    fn release(
+        &self,
+        name: &str,
+        owner: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        self.inner.release(name, owner)
+    }
+    fn keys(
+        &self,
+        prefix: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Vec<String>>> {
+        self.inner.keys(prefix)
+    }
+}
+
+/// A future not polled while `paused`, as a process stopped by the OS or frozen in a long pause:
+/// its timers run out meanwhile, and it finds them all expired when it goes on.
+struct Pausable<'a> {
+    inner: LocalBoxFuture<'a, ()>,
+    paused: Rc<Cell<bool>>,
+    waker: Rc<RefCell<Option<std::task::Waker>>>,
+}
+
+impl std::future::Future for Pausable<'_> {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.paused.get() {
+            *self.waker.borrow_mut() = Some(cx.waker().clone());
+            return std::task::Poll::Pending;
+        }
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+#[test]
+fn a_worker_frozen_past_its_lease_cannot_write_the_portals_journal() {
+    let world = Portals::new(1);
+    let store = Rc::new(MemoryFleetStore::default());
+    let owners: Rc<RefCell<BTreeMap<u64, &'static str>>> = Rc::default();
+    let stale = Rc::new(Cell::new(0));
+    let spy = |worker| {
+        Rc::new(Spy {
+            inner: store.clone(),
+            worker,
+            owners: owners.clone(),
+            stale: stale.clone(),
+            refused: Rc::new(Cell::new(0)),
+        })
+    };
+    let (s1, s2) = (spy("w1"), spy("w2"));
+    let settings = |w: &str| Settings {
+        lease_ms: 6_000.0,
+        scan_ms: 2_000.0,
+        timeout_ms: 3_000.0,
+        holds: Holds {
+            hold_ms: 15_000.0,
+            handler_timeout_ms: 2_000.0,
+        },
+        ..world.settings(w)
+    };
+    let frozen = Fleet::new(world.fake.clone(), s1.clone(), settings("w1"));
+    let other = Fleet::new(world.fake.clone(), s2.clone(), settings("w2"));
+    block_on(frozen.install(&world.install_event(0))).unwrap();
+    world.changes(0, 1, 10);
+    let seen = Rc::new(Seen::default());
+    let fake = world.fake.clone();
+    let paused = Rc::new(Cell::new(false));
+    let waker: Rc<RefCell<Option<std::task::Waker>>> = Rc::default();
+    let r1 = recorder(&seen, "w1", &fake);
+    let first = Pausable {
+        inner: Box::pin(frozen.run(r1.clone(), r1)),
+        paused: paused.clone(),
+        waker: waker.clone(),
+    };
+    let inside = |w: &str| {
+        seen.inside
+            .borrow()
+            .values()
+            .any(|v| v.iter().any(|x| x == w))
+    };
+    let r2 = recorder(&seen, "w2", &fake);
+    let late = async {
+        while !inside("w1") {
+            let _ = fake.sleep(50.0, None).await;
+        }
+        other.run(r2.clone(), r2).await;
+    };
+    let driver = async {
+        while !inside("w1") {
+            let _ = fake.sleep(50.0, None).await;
+        }
+        // Frozen with its batch in hand, for longer than its lease (not the batch's hold): w2
+        // takes the portal and drains what came meanwhile; the batch is left to its hold.
+        paused.set(true);
+        world.changes(0, 100, 10);
+        let _ = fake.sleep(12_000.0, None).await;
+        assert!(
+            seen.handled.borrow().values().any(|h| h.len() >= 10),
+            "w2 drained meanwhile"
+        );
+        paused.set(false);
+        if let Some(w) = waker.borrow_mut().take() {
+            w.wake();
+        }
+        until(&fake, &[&frozen, &other], 300_000.0, || {
+            handled(&seen) == 20 && world.left(0) == (0, 0)
+        })
+        .await;
+    };
+    block_on(futures_util::future::join3(first, late, driver));
+    assert_eq!(handled(&seen), 20, "nothing lost");
+    assert_eq!(world.left(0), (0, 0), "nothing left or stranded");
+    // The frozen worker went on with its batch in hand when it woke (acknowledged it) and
+    // tried to journal that: refused, so the journal only ever had the newest holder's writes.
+    assert_eq!(
+        stale.get(),
+        0,
+        "a journal write of a worker that lost the lease"
+    );
+    assert!(
+        s1.refused.get() >= 1,
+        "the frozen worker wrote after waking"
+    );
+    assert_eq!(s2.refused.get(), 0);
+    assert!(frozen.stats().is_empty() && other.stats().is_empty());
+}
+
+#[test]
+fn a_portal_takes_several_batches_at_once_only_when_asked() {
+    let most = |per_portal: usize| {
+        let world = Portals::new(1);
+        let store = Rc::new(MemoryFleetStore::default());
+        let mut settings = world.settings("w1");
+        settings.options.concurrency = per_portal;
+        let fleet = Fleet::new(world.fake.clone(), store, settings);
+        block_on(fleet.install(&world.install_event(0))).unwrap();
+        world.changes(0, 1, 200);
+        let seen = Rc::new(Seen::default());
+        let r = recorder(&seen, "w1", &world.fake);
+        block_on(futures_util::future::join(fleet.run(r.clone(), r), async {
+            until(&world.fake, &[&fleet], 120_000.0, || {
+                handled(&seen) == 200 && world.left(0) == (0, 0)
+            })
+            .await
+        }));
+        assert_eq!(handled(&seen), 200);
+        assert_eq!(world.left(0), (0, 0));
+        seen.most_at_once.get()
+    };
+    let (one, four) = (most(1), most(4));
+    assert_eq!(one, 1, "one batch at a time by default");
+    assert!(four > 1, "several batches of the portal at once: {four}");
 }

@@ -24,7 +24,7 @@ use super::install::{member_id, Install, Uninstall};
 use super::oauth::{change_record, read_record, record_key, PortalTokens};
 use super::record::Record;
 use super::settings::Settings;
-use super::store::FleetStore;
+use super::store::{Fenced, FleetStore};
 use crate::core::args::Tree;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -75,6 +75,8 @@ struct Portal<P: Platform + Clone> {
     /// lease's life. A worker that cannot renew (its store unreachable) stops the drain before
     /// this passes, so that whoever takes the portal next is alone on it.
     held_until: Cell<f64>,
+    /// The lease's fence when this worker took it: the portal's journal writes carry it.
+    fence: u64,
     progress: RefCell<Progress>,
     last_error: RefCell<Option<B24Error>>,
     client: RefCell<Option<Rc<Client<P>>>>,
@@ -542,6 +544,9 @@ impl<P: Platform + Clone> Fleet<P> {
                     p.lost.set(true);
                     p.alarm.close();
                 }
+                // Run out and taken anew: someone may have held it in between (their journal
+                // writes are newer than this drain's view). Let go; a later scan starts afresh.
+                Some(f) if f != p.fence => p.alarm.close(),
                 Some(_) => {
                     p.held_until.set(now + s.lease_ms);
                     if me.store.get(&wake_key(&s.prefix, m)).await?.is_some() {
@@ -585,17 +590,16 @@ impl<P: Platform + Clone> Fleet<P> {
                 continue;
             }
             let now = me.platform.now_ms();
-            if me
+            let Some(fence) = me
                 .store
                 .lease(&lease_name(&s.prefix, m), &s.worker, s.lease_ms, now)
                 .await?
-                .is_none()
-            {
+            else {
                 continue;
-            }
+            };
             match read_record(&*me.store, &record_key(&s.prefix, m)).await? {
                 Some((_, record)) if record.stopped.is_none() => {
-                    self.start(record, handler.clone(), reporter.clone())
+                    self.start(record, fence, handler.clone(), reporter.clone())
                 }
                 // Gone, or stopped until a new install: nothing to drain.
                 _ => {
@@ -633,6 +637,7 @@ impl<P: Platform + Clone> Fleet<P> {
     fn start(
         &self,
         record: Record,
+        fence: u64,
         handler: Rc<dyn PortalHandler<P::Data>>,
         reporter: Rc<dyn FleetReporter<P::Data>>,
     ) {
@@ -644,6 +649,7 @@ impl<P: Platform + Clone> Fleet<P> {
             alarm: Alarm::default(),
             lost: Cell::new(false),
             held_until: Cell::new(self.inner.platform.now_ms() + self.inner.settings.lease_ms),
+            fence,
             progress: RefCell::default(),
             last_error: RefCell::default(),
             client: RefCell::default(),
@@ -681,8 +687,13 @@ impl<P: Platform + Clone> Fleet<P> {
         let member = record.member_id.clone();
         let client = Rc::new(self.client(&record));
         *portal.client.borrow_mut() = Some(client.clone());
+        let fenced = Fenced {
+            store: me.store.clone(),
+            lease: lease_name(&s.prefix, &member),
+            fence: portal.fence,
+        };
         let journal = Journal::new(
-            me.store.clone() as Rc<dyn Store>,
+            Rc::new(fenced) as Rc<dyn Store>,
             journal_key(&s.prefix, &member),
         );
         let flow = Flow {
@@ -716,6 +727,11 @@ impl<P: Platform + Clone> Fleet<P> {
         while !portal.alarm.closed() {
             match consume(&flow, &gated, &told, &options, None, Some(&portal.alarm)).await {
                 Ok(p) => *portal.progress.borrow_mut() = p,
+                // Another worker has the portal: nothing more to do here, nothing to report.
+                Err(e) if e.is(code::LEASE_LOST) => {
+                    portal.lost.set(true);
+                    break;
+                }
                 Err(e) if fatal(&e) => {
                     stop_error = Some(e);
                     break;
@@ -815,6 +831,11 @@ impl<P: Platform + Clone> Reporter<P::Data> for Told<P> {
         self.reporter.malformed(&self.portal.info, rows);
     }
     fn error(&self, error: &B24Error) {
+        if error.is(code::LEASE_LOST) {
+            self.portal.lost.set(true);
+            self.portal.alarm.close();
+            return;
+        }
         *self.portal.last_error.borrow_mut() = Some(error.clone());
         self.reporter.error(&self.portal.info, error);
     }
