@@ -152,9 +152,9 @@ async function shared(n, workers) {
     if (!r.delivered) throw new Error('install not delivered');
   }
   const lines = [];
-  const app_mjs = fileURLToPath(new URL('../consumers/fleet/app.mjs', import.meta.url));
+  const appFile = fileURLToPath(new URL('../consumers/fleet/app.mjs', import.meta.url));
   const procs = Array.from({ length: workers }, (_, i) => {
-    const child = spawn(process.execPath, [app_mjs, JSON.stringify({ redisPort: port, prefix, worker: `b${i}`, options, handleMs: 0 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [appFile, JSON.stringify({ redisPort: port, prefix, worker: `b${i}`, options, handleMs: 0 })], { stdio: ['ignore', 'pipe', 'inherit'] });
     let buf = '';
     child.stdout.on('data', (d) => {
       buf += d;
