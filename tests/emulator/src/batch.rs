@@ -13,20 +13,18 @@ pub fn run(ctx: &mut Ctx, params: &Params) -> ApiResult<Outcome> {
     let cmd = params
         .get("cmd")
         .ok_or_else(|| ApiError::argument("cmd", "required"))?;
-    let (is_list, entries): (bool, Vec<(String, String)>) = match cmd {
-        Value::Object(m) => (
-            false,
-            m.iter()
-                .map(|(k, v)| (k.clone(), scalar_text(v).unwrap_or_default()))
-                .collect(),
-        ),
-        Value::Array(a) => (
-            true,
-            a.iter()
-                .enumerate()
-                .map(|(i, v)| (i.to_string(), scalar_text(v).unwrap_or_default()))
-                .collect(),
-        ),
+    // The portal reads `cmd` into a PHP array: keys "0", "1", ... are integers there, whether
+    // they came as a list or as an object, and the answers' shapes follow the keys alone.
+    let entries: Vec<(String, String)> = match cmd {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| (k.clone(), scalar_text(v).unwrap_or_default()))
+            .collect(),
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), scalar_text(v).unwrap_or_default()))
+            .collect(),
         _ => {
             return Err(ApiError::argument(
                 "cmd",
@@ -89,23 +87,23 @@ pub fn run(ctx: &mut Ctx, params: &Params) -> ApiResult<Outcome> {
             }
         }
     }
-    let shape = |m: Map<String, Value>| php_array(m, is_list);
     Ok(Outcome::of(json!({
-        "result": shape(results),
-        "result_error": shape(errors),
-        "result_total": shape(totals),
-        "result_next": shape(nexts),
-        "result_time": shape(times),
+        "result": php_array(results),
+        "result_error": php_array(errors),
+        "result_total": php_array(totals),
+        "result_next": php_array(nexts),
+        "result_time": php_array(times),
     })))
 }
 
-/// PHP's `json_encode` of an array: `[]` when empty, a list when the keys are 0..n, else an object.
-fn php_array(m: Map<String, Value>, list_keys: bool) -> Value {
+/// PHP's `json_encode` of an array: `[]` when empty, a list when the keys are 0..n in order
+/// (written as PHP writes integers: "00" or "+1" stay string keys), else an object.
+fn php_array(m: Map<String, Value>) -> Value {
     let sequential = m
         .keys()
         .enumerate()
-        .all(|(i, k)| k.parse::<usize>().ok() == Some(i));
-    if m.is_empty() || (list_keys && sequential) {
+        .all(|(i, k)| k.parse::<usize>().ok() == Some(i) && *k == i.to_string());
+    if sequential {
         Value::Array(m.into_iter().map(|(_, v)| v).collect())
     } else {
         Value::Object(m)
@@ -165,9 +163,20 @@ mod tests {
 
     #[test]
     fn php_shapes() {
-        assert_eq!(php_array(Map::new(), false), json!([]));
+        assert_eq!(php_array(Map::new()), json!([]));
         let mut m = Map::new();
         m.insert("1".into(), json!(1));
-        assert_eq!(php_array(m, true), json!({"1": 1}));
+        assert_eq!(php_array(m), json!({"1": 1}));
+        let mut m = Map::new();
+        m.insert("0".into(), json!("a"));
+        m.insert("1".into(), json!("b"));
+        assert_eq!(php_array(m), json!(["a", "b"]));
+        let mut m = Map::new();
+        m.insert("00".into(), json!("a"));
+        assert_eq!(php_array(m), json!({"00": "a"}));
+        let mut m = Map::new();
+        m.insert("1".into(), json!("b"));
+        m.insert("0".into(), json!("a"));
+        assert_eq!(php_array(m), json!({"1": "b", "0": "a"}));
     }
 }

@@ -183,12 +183,20 @@ fn list(ctx: &mut Ctx, entity: &str, params: &Params) -> ApiResult<Outcome> {
             order.push((k.to_ascii_uppercase(), desc));
         }
     }
+    // `start=-1`: the first page without counting (no `total`, no `next`): how large lists
+    // are read, paging by `>ID` of the last row instead.
     let start = match params.get("start") {
-        None => 0,
-        Some(v) => strict_int(v)
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::argument("start", "must be a non-negative integer"))?
-            as usize,
+        None => Some(0),
+        Some(v) => match strict_int(v) {
+            Some(-1) => None,
+            Some(n) if n >= 0 => Some(n as usize),
+            _ => {
+                return Err(ApiError::argument(
+                    "start",
+                    "must be a non-negative integer or -1",
+                ))
+            }
+        },
     };
     let empty = Default::default();
     let table = ctx.st.crm.entities.get(entity).unwrap_or(&empty);
@@ -220,9 +228,12 @@ fn list(ctx: &mut Ctx, entity: &str, params: &Params) -> ApiResult<Outcome> {
     let total = hits.len();
     let items = hits
         .into_iter()
-        .skip(start)
+        .skip(start.unwrap_or(0))
         .take(PAGE)
         .map(|r| Value::Object(r.clone()))
         .collect();
-    Ok(Outcome::page(items, start, PAGE, total))
+    Ok(match start {
+        Some(start) => Outcome::page(items, start, PAGE, total),
+        None => Outcome::of(Value::Array(items)),
+    })
 }

@@ -48,9 +48,10 @@ impl ApiError {
         )
     }
 
+    /// 403, as the portal answers (not 401: clients that refresh on any 401 would loop).
     pub fn wrong_auth_type() -> ApiError {
         ApiError::new(
-            401,
+            403,
             "WRONG_AUTH_TYPE",
             "Current authorization type is denied for this method",
         )

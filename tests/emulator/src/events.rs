@@ -371,7 +371,12 @@ pub fn offline_list(ctx: &mut Ctx, params: &Params) -> ApiResult<Outcome> {
 
 pub fn offline_clear(ctx: &mut Ctx, params: &Params) -> ApiResult<Outcome> {
     let target = offline_target(ctx, params)?;
-    let pid = process_id(params, true)?.unwrap_or_default();
+    // Only a missing `process_id` is refused: an empty one is taken as given, and selects the
+    // rows whose process id is empty, the free ones (docs/emulator.md).
+    let pid = match params.get("process_id") {
+        None | Some(Value::Null) => return Err(ApiError::argument("process_id", "required")),
+        Some(v) => scalar_text(v).ok_or_else(|| ApiError::argument("process_id", "required"))?,
+    };
     let msgs = given(params, "message_id")
         .map(|v| message_ids(&v, "message_id", true))
         .transpose()?;

@@ -570,8 +570,9 @@ impl Queue {
             .unwrap_or_default()
     }
 
-    /// `event.offline.clear`: delete rows reserved under `process_id`, narrowed by message ids
-    /// (checked first, as the server's code does) or else by record ids. Returns how many went.
+    /// `event.offline.clear`: delete rows reserved under `process_id` (an empty one: the free
+    /// rows), narrowed by message ids (checked first, as the server's code does) or else by
+    /// record ids. Returns how many went.
     pub fn clear(
         &mut self,
         target: Target,
@@ -579,7 +580,18 @@ impl Queue {
         message_ids: Option<&[String]>,
         ids: Option<&[u64]>,
     ) -> usize {
-        let mut victims = self.process_rows(target, process_id);
+        let mut victims = if process_id.is_empty() {
+            // The portal's delete matches the process id column: empty means free.
+            self.rows
+                .values()
+                .filter(|r| {
+                    r.process.is_none() && r.app == target.app && r.connector == target.connector
+                })
+                .map(|r| r.id)
+                .collect()
+        } else {
+            self.process_rows(target, process_id)
+        };
         if let Some(msgs) = message_ids {
             let wanted: HashSet<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
             victims.retain(|id| wanted.contains(self.rows[id].message_id.as_slice()));

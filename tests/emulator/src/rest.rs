@@ -320,8 +320,11 @@ fn run(
         touched,
     };
     if req.method == "batch" {
-        // The outer batch call is not accounted in `operating`; its commands are.
-        return batch::run(&mut ctx, &req.params).map(|o| (o, None));
+        // The outer batch call is not accounted in `operating` (its commands are), yet its
+        // `time` carries the key, as the portal's does: the batch's own, never growing.
+        let key = ctx.caller.operating_key();
+        let operating = ctx.st.operating.current(&key, "batch", now_ms);
+        return batch::run(&mut ctx, &req.params).map(|o| (o, Some(operating)));
     }
     let (result, operating) = call_method(&mut ctx, req.method, &req.params);
     result.map(|o| (o, operating))

@@ -84,7 +84,8 @@ async fn webhooks_are_refused_on_app_only_methods_but_work_on_crm() {
         ("event.get", json!({})),
         ("app.info", json!({})),
     ] {
-        call(method, params).await.err(401, "WRONG_AUTH_TYPE");
+        // 403 as on the portal: a client that refreshes on any 401 must not loop on it.
+        call(method, params).await.err(403, "WRONG_AUTH_TYPE");
     }
     let add = call("crm.deal.add", json!({ "fields": { "TITLE": "hooked" } })).await;
     assert_eq!(add.ok(), &json!(1));

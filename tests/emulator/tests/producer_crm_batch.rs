@@ -304,6 +304,28 @@ async fn crm_list_pages() {
     assert_eq!(p1.ok().as_array().unwrap().len(), 10);
     assert!(p1.body.get("next").is_none());
     assert_eq!(p1.ok()[9]["TITLE"], json!("L60"));
+    // start=-1: no count, no next; the caller pages by >ID of the last row.
+    let k0 = emu
+        .call(
+            "crm.lead.list",
+            &a,
+            json!({ "start": -1, "order": { "ID": "ASC" } }),
+        )
+        .await;
+    assert_eq!(k0.ok().as_array().unwrap().len(), 50);
+    assert!(k0.body.get("total").is_none() && k0.body.get("next").is_none());
+    let k1 = emu
+        .call(
+            "crm.lead.list",
+            &a,
+            json!({ "start": -1, "order": { "ID": "ASC" }, "filter": { ">ID": 50 } }),
+        )
+        .await;
+    assert_eq!(k1.ok().as_array().unwrap().len(), 10);
+    assert_eq!(k1.ok()[0]["ID"], json!("51"));
+    emu.call("crm.lead.list", &a, json!({ "start": -2 }))
+        .await
+        .err(400, "ERROR_ARGUMENT");
 }
 
 #[tokio::test]
@@ -408,6 +430,35 @@ async fn batch_length_halt_and_references() {
         )
         .await;
     assert_eq!(r.ok()["result"]["p"]["ADMIN"], json!(true));
+
+    // `cmd` as an object keyed "0", "1": a PHP array like a list, answered with lists.
+    let r = emu
+        .call(
+            "batch",
+            &a,
+            json!({ "cmd": { "0": "profile", "1": "nope.nope", "2": "profile" } }),
+        )
+        .await;
+    let res = r.ok();
+    assert_eq!(
+        res["result_error"]["1"]["error"],
+        json!("ERROR_METHOD_NOT_FOUND")
+    );
+    assert!(res["result"].is_object(), "keys 0 and 2 are not a list");
+    let r = emu
+        .call(
+            "batch",
+            &a,
+            json!({ "cmd": { "0": "profile", "1": "profile" } }),
+        )
+        .await;
+    let res = r.ok();
+    assert_eq!(res["result"][1]["ID"], json!("1"));
+    assert!(res["result_time"].is_array());
+    assert_eq!(res["result_error"], json!([]));
+    // The batch's own `time` carries `operating` (the outer call is never accounted: 0).
+    assert_eq!(r.body["time"]["operating"], json!(0.0));
+    assert!(res["result_time"][0]["operating"].is_number());
 }
 
 #[tokio::test]

@@ -357,14 +357,9 @@ async fn argument_checks() {
         .await;
     assert_eq!(ids(&r.events()), vec![2, 3]);
 
-    // clear: process_id required; message_id an array of 32-char strings; id positive ints.
+    // clear: process_id required (an empty one is not missing: see below); message_id an array of 32-char strings; id positive ints.
     arg_err(
         emu.call("event.offline.clear", &auth, json!({})).await,
-        "process_id",
-    );
-    arg_err(
-        emu.call("event.offline.clear", &auth, json!({ "process_id": "" }))
-            .await,
         "process_id",
     );
     for bad in [
@@ -1096,4 +1091,52 @@ async fn applications_have_separate_queues() {
     assert_eq!(ids(&a.events()), vec![1]);
     let bl = emu.offline_list(&b, json!({})).await;
     assert_eq!(ids(bl.ok().as_array().unwrap()), vec![2]);
+}
+
+/// `process_id=""` is not refused (only a missing one is): the portal's delete matches the
+/// process id column, so it selects the free rows of the app's scope, narrowed as usual.
+#[tokio::test]
+async fn clear_with_an_empty_process_id_deletes_free_rows() {
+    let (emu, auth) = setup().await;
+    let items: Vec<Value> = (1..=4)
+        .map(|i| json!({ "event": DEAL_UPDATE, "data": deal(i) }))
+        .collect();
+    assert_eq!(emu.trigger(json!({ "items": items })).await, 4);
+    let reserved = emu
+        .offline_get(&auth, json!({ "clear": 0, "limit": 1 }))
+        .await;
+    assert_eq!(ids(&reserved.events()), vec![1]);
+    // Narrowed by message id: only that free row goes.
+    emu.call(
+        "event.offline.clear",
+        &auth,
+        json!({ "process_id": "", "message_id": [deal_msg(2)] }),
+    )
+    .await
+    .ok();
+    let left: Vec<u64> = emu
+        .queue()
+        .await
+        .iter()
+        .map(|r| r["ID"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(left, vec![1, 3, 4]);
+    // A reserved row is not selected by the empty id, even when named.
+    emu.call(
+        "event.offline.clear",
+        &auth,
+        json!({ "process_id": "", "message_id": [deal_msg(1)] }),
+    )
+    .await
+    .ok();
+    assert_eq!(emu.queue().await.len(), 3);
+    // Not narrowed: every free row of the scope goes; the reservation stays.
+    let r = emu
+        .call("event.offline.clear", &auth, json!({ "process_id": "" }))
+        .await;
+    assert_eq!(r.ok(), &json!(true));
+    let rows = emu.queue().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["ID"], json!("1"));
+    assert_ne!(rows[0]["PROCESS_ID"], json!(""));
 }
