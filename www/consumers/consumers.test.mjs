@@ -1,7 +1,8 @@
 // The package as users get it: `npm pack`, installed from the tarball into throwaway
 // consumers under target/consumers/, each running the same scenario against the emulator:
 // Node ESM and CommonJS, a Vite app built and loaded in headless Chromium, a plain
-// <script type="module"> page on the web build, and a TypeScript file under `tsc --strict`.
+// <script type="module"> page on the web build, a page with a classic <script> tag on the
+// script build, and TypeScript files under `tsc --strict`.
 //
 // Needs EMULATOR_URL and a built pkg/ (`make build`).
 import { test, before, after } from 'node:test';
@@ -59,12 +60,12 @@ function expectScenario(result) {
   assert.deepEqual(result, { handled: 60, acked: 60, left: 0, typedErrors: true });
 }
 
-test('the tarball holds the three builds and nothing else', () => {
+test('the tarball holds the four builds and nothing else', () => {
   const listing = execFileSync('tar', ['tzf', tarball]).toString().split('\n').filter(Boolean);
-  for (const f of ['package/package.json', 'package/README.md', 'package/LICENSE', 'package/web/b24_offline.js', 'package/web/b24_offline_bg.wasm', 'package/bundler/b24_offline.js', 'package/node/b24_offline.js', 'package/node/index.mjs']) {
+  for (const f of ['package/package.json', 'package/README.md', 'package/LICENSE', 'package/web/b24_offline.js', 'package/web/b24_offline_bg.wasm', 'package/bundler/b24_offline.js', 'package/node/b24_offline.js', 'package/node/index.mjs', 'package/script/b24-offline.js', 'package/script/b24-offline.d.ts']) {
     assert.ok(listing.includes(f), f);
   }
-  assert.ok(listing.every((f) => /^package\/(web|bundler|node)\/|^package\/(package\.json|README\.md|LICENSE)$/.test(f)), listing.join('\n'));
+  assert.ok(listing.every((f) => /^package\/(web|bundler|node|script)\/|^package\/(package\.json|README\.md|LICENSE)$/.test(f)), listing.join('\n'));
 });
 
 test('Node ESM consumes offline events from the emulator', async () => {
@@ -104,6 +105,13 @@ test('a Vite app built against the package runs in Chromium', async () => {
 
 test('a plain <script type="module"> page uses the web build', async () => {
   const dir = consumer('plain');
+  const { server, url } = await serve('localhost', 0, dir);
+  servers.push(server);
+  expectScenario(await inBrowser(`${url}/?emulator=${encodeURIComponent(EMULATOR)}&token=${await token()}`));
+});
+
+test('a plain page loads the <script> build and uses the global B24Offline', async () => {
+  const dir = consumer('script');
   const { server, url } = await serve('localhost', 0, dir);
   servers.push(server);
   expectScenario(await inBrowser(`${url}/?emulator=${encodeURIComponent(EMULATOR)}&token=${await token()}`));

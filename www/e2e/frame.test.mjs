@@ -216,6 +216,21 @@ test('outside the portal the app fails fast with FRAME_UNAVAILABLE', async () =>
   await tab.close();
 });
 
+test("an app on the official SDK hands its B24Frame's auth over: no second handshake, refreshes through it", async () => {
+  await control('reset', {});
+  const { tab, frame } = await portal('b24jssdk-handover.html', { placement: 'DEFAULT' });
+  const state = await frame.evaluate(() => ({ status: window.app.status, admin: window.app.admin, error: window.app.error }));
+  assert.equal(state.status, 'ready', JSON.stringify(state));
+  assert.equal(state.admin, true);
+  const token = await tab.evaluate(() => window.portal.auth().access_token);
+  await control('expire', { access_token: token });
+  assert.deepEqual(await frame.evaluate(() => Promise.all([1, 2, 3].map(() => window.app.profile()))), [true, true, true]);
+  const log = await tab.evaluate(() => window.portal.commands.map((c) => c.command));
+  assert.equal(log.filter((c) => c === 'getInitData').length, 1, `one handshake, the SDK's: ${JSON.stringify(log)}`);
+  assert.equal(await tab.evaluate(() => window.portal.refreshes), 1, "three expired calls, one refreshAuth through the SDK");
+  await tab.close();
+});
+
 test('the official @bitrix24/b24jssdk B24Frame initialises against the portal page', async () => {
   await control('reset', {});
   const { tab, frame } = await portal('b24jssdk-app.html', { placement: 'DEFAULT' });

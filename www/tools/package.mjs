@@ -7,7 +7,8 @@
 // - `B24ErrorCode` becomes the union of every code named in src/core/error.rs (the one place
 //   where codes are defined), plus `(string & {})` for portal codes nobody listed yet;
 // - package.json gets the crate's version; node/ is CommonJS with an ESM wrapper;
-// - the shipped .js is minified, names kept; the three targets' wasm must be identical.
+// - the shipped .js is minified, names kept; the three targets' wasm must be identical;
+// - script/ is the web build bundled into one classic script setting the global `B24Offline`.
 // Usage: node www/tools/package.mjs VERSION
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
@@ -44,6 +45,40 @@ function minify(path, module) {
   });
   if (errors?.length) throw new Error(`minifying ${path}: ${errors.map((e) => e.message).join('; ')}`);
   writeFileSync(path, code);
+}
+
+/** The <script> build (script/b24-offline.js): the web build bundled into one classic script
+ *  that sets the global `B24Offline`, as the official SDK's UMD build sets `B24Js`. It loads the
+ *  web build's wasm (../web/, found from the script's own URL) at once; `B24Offline.ready`
+ *  settles when it is in. */
+async function scriptBuild() {
+  const dir = join(out, 'script');
+  mkdirSync(dir, { recursive: true });
+  const entry = join(dir, 'entry.mjs');
+  writeFileSync(
+    entry,
+    `import init from '../web/${NAME}.js';\n` +
+      `export * from '../web/${NAME}.js';\n` +
+      `const script = document.currentScript;\n` +
+      `export const ready = script && script.src\n` +
+      `  ? init({ module_or_path: new URL('../web/${NAME}_bg.wasm', script.src) }).then(() => {})\n` +
+      `  : Promise.reject(new Error('B24Offline: load this file with a <script src> tag (for modules, import the web build)'));\n`,
+  );
+  const { rolldown } = await import('rolldown');
+  const bundle = await rolldown({ input: entry, transform: { define: { 'import.meta': '{}' } } });
+  await bundle.write({ file: join(dir, 'b24-offline.js'), format: 'iife', name: 'B24Offline', minify: true });
+  await bundle.close();
+  rmSync(entry);
+  writeFileSync(
+    join(dir, 'b24-offline.d.ts'),
+    `// The global the <script> build sets: the web build's API, and \`ready\` (the wasm is in).\n` +
+      `import type * as lib from '../web/${NAME}.js';\n` +
+      `declare global {\n` +
+      `  /** b24-offline from a <script> tag. \`await B24Offline.ready\` before the first call. */\n` +
+      `  const B24Offline: Omit<typeof lib, 'default' | 'initSync'> & { readonly ready: Promise<void> };\n` +
+      `}\n` +
+      `export {};\n`,
+  );
 }
 
 /** LEB128, unsigned: [value, bytes read] from `buf` at `at`. */
@@ -201,6 +236,7 @@ for (const [dir, built] of TARGETS) {
 // Node's is its own build (the same library plus Fleet).
 const [web, bundler] = ['web', 'bundler'].map((dir) => readFileSync(join(out, dir, `${NAME}_bg.wasm`)));
 if (!web.equals(bundler)) throw new Error('the web and bundler builds ship different wasm');
+await scriptBuild();
 const pkg = JSON.parse(readFileSync(join(root, 'pkg-template/package.json'), 'utf8'));
 pkg.version = version;
 writeFileSync(join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
@@ -208,4 +244,4 @@ for (const f of ['README.md', 'LICENSE']) cpSync(join(root, 'pkg-template', f), 
 for (const target of Object.values(pkg.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e).flatMap((v) => (typeof v === 'string' ? [v] : Object.values(v)))))) {
   if (!existsSync(join(out, target))) throw new Error(`exports points at a missing file: ${target}`);
 }
-console.log(`package: pkg/ b24-offline@${version} (web, bundler, node)`);
+console.log(`package: pkg/ b24-offline@${version} (web, bundler, node, script)`);
