@@ -104,9 +104,12 @@ function toLeb(n) {
 }
 
 /** wasm-bindgen names a few exports after whole Rust paths (its closure invokers, 150-250
- *  bytes each, in the wasm and several times in the JS that calls them): they are renamed
- *  `__wbg_invokeN` in the wasm's export section and in every file of the target. */
-function shortenExports(dir) {
+ *  bytes each, in the wasm and several times in the JS that calls them), and every import after
+ *  the JS function plus a 16-digit hash (`__wbg_boolean_get_4f1baf9a00be3c74`, about 45 bytes,
+ *  in the wasm's import section and as a key in the JS glue, the hash incompressible): both are
+ *  renamed short (`__wbg_invokeN`, `__iN`) in the wasm and in every file of the target. The
+ *  imports' module stays (bundlers resolve it as a file). */
+function shortenNames(dir) {
   const wasmPath = join(dir, `${NAME}_bg.wasm`);
   const buf = readFileSync(wasmPath);
   const parts = [buf.subarray(0, 8)];
@@ -117,7 +120,46 @@ function shortenExports(dir) {
     const [size, n] = leb(buf, at + 1);
     const start = at + 1 + n;
     const end = start + size;
-    if (id !== 7) {
+    if (id === 2) {
+      let p = start;
+      const [count, c] = leb(buf, p);
+      p += c;
+      const entries = [];
+      const text = (q) => {
+        const [len, l] = leb(buf, q);
+        return [buf.subarray(q + l, q + l + len).toString('utf8'), q + l + len];
+      };
+      const skipLeb = (q) => q + leb(buf, q)[1];
+      const skipLimits = (q) => {
+        const flags = buf[q];
+        q = skipLeb(q + 1);
+        return flags & 1 ? skipLeb(q) : q;
+      };
+      for (let i = 0; i < count; i++) {
+        const from = p;
+        const [module, afterModule] = text(p);
+        let [name, afterName] = text(afterModule);
+        const kind = buf[afterName];
+        p = afterName + 1;
+        if (kind === 0) p = skipLeb(p);
+        else if (kind === 1) p = skipLimits(p + 1);
+        else if (kind === 2) p = skipLimits(p);
+        else if (kind === 3) p += 2;
+        else if (kind === 4) p = skipLeb(p + 1);
+        else throw new Error(`unknown import kind ${kind}`);
+        if (kind === 0 && module === `./${NAME}_bg.js` && /^__wbg_\w+_[0-9a-f]{16}$/.test(name)) {
+          const short = `__i${renames.length.toString(36)}`;
+          renames.push([name, short]);
+          name = short;
+          entries.push(Buffer.concat([buf.subarray(from, afterModule), toLeb(Buffer.byteLength(name)), Buffer.from(name), buf.subarray(afterName, p)]));
+        } else {
+          entries.push(buf.subarray(from, p));
+        }
+      }
+      if (p !== end) throw new Error('the import section did not parse to its end');
+      const body = Buffer.concat([toLeb(count), ...entries]);
+      parts.push(Buffer.from([2]), toLeb(body.length), body);
+    } else if (id !== 7) {
       parts.push(buf.subarray(at, end));
     } else {
       let p = start;
@@ -148,7 +190,10 @@ function shortenExports(dir) {
   for (const file of readdirSync(dir)) {
     if (!/\.(js|ts)$/.test(file)) continue;
     let text = readFileSync(join(dir, file), 'utf8');
-    for (const [from, to] of renames) text = text.replaceAll(from, to);
+    for (const [from, to] of renames) {
+      if (new RegExp(`\\b${to}\\b`).test(text)) throw new Error(`${to} is taken in ${file}`);
+      text = text.replaceAll(from, to);
+    }
     writeFileSync(join(dir, file), text);
   }
   for (const [from] of renames) {
@@ -227,7 +272,7 @@ for (const [dir, built] of TARGETS) {
     writeFileSync(entry, readFileSync(entry, 'utf8') + `export { B24Error } from ${JSON.stringify(rel)};\n`);
   }
   fixTypes(join(to, `${NAME}.d.ts`));
-  shortenExports(to);
+  shortenNames(to);
   minify(entry, dir !== 'node');
   for (const file of snippets) minify(file, dir !== 'node');
 }
