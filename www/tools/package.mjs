@@ -282,6 +282,16 @@ for (const [dir, built] of TARGETS) {
 const [web, bundler] = ['web', 'bundler'].map((dir) => readFileSync(join(out, dir, `${NAME}_bg.wasm`)));
 if (!web.equals(bundler)) throw new Error('the web and bundler builds ship different wasm');
 await scriptBuild();
+// The emulator for JavaScript tests (Node only): wasm-bindgen's nodejs build of the emulator
+// crate (target/pkg-emulator, .ci/build) beside its node:http shell from pkg-template/emulator.
+{
+  const to = join(out, 'emulator');
+  mkdirSync(to);
+  // The binding's own .d.ts stays out: the shell is the API, typed in index.d.ts.
+  for (const f of ['b24_emulator.js', 'b24_emulator_bg.wasm']) cpSync(join(root, 'target/pkg-emulator', f), join(to, f));
+  cpSync(join(root, 'pkg-template/emulator'), to, { recursive: true });
+  writeFileSync(join(to, 'package.json'), JSON.stringify({ type: 'commonjs' }, null, 2) + '\n');
+}
 const pkg = JSON.parse(readFileSync(join(root, 'pkg-template/package.json'), 'utf8'));
 pkg.version = version;
 writeFileSync(join(out, 'package.json'), JSON.stringify(pkg, null, 2) + '\n');
@@ -289,4 +299,4 @@ for (const f of ['README.md', 'LICENSE']) cpSync(join(root, 'pkg-template', f), 
 for (const target of Object.values(pkg.exports).flatMap((e) => (typeof e === 'string' ? [e] : Object.values(e).flatMap((v) => (typeof v === 'string' ? [v] : Object.values(v)))))) {
   if (!existsSync(join(out, target))) throw new Error(`exports points at a missing file: ${target}`);
 }
-console.log(`package: pkg/ b24-offline@${version} (web, bundler, node, script)`);
+console.log(`package: pkg/ b24-offline@${version} (web, bundler, node, script, emulator)`);

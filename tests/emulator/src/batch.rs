@@ -5,7 +5,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::params::{flag, parse_form, scalar_text, Params};
 use crate::rest::{call_method, normalize_method, time_json, Ctx, Outcome};
 use serde_json::{json, Map, Value};
-use std::time::Instant;
 
 pub const MAX_COMMANDS: usize = 50;
 
@@ -52,7 +51,7 @@ pub fn run(ctx: &mut Ctx, params: &Params) -> ApiResult<Outcome> {
                 sub.0.insert("auth_connector".into(), c.clone());
             }
         }
-        let started = Instant::now();
+        let started = crate::clock::Stopwatch::start();
         let (result, operating) = if method == "batch" {
             (
                 Err(ApiError::new(
@@ -74,10 +73,7 @@ pub fn run(ctx: &mut Ctx, params: &Params) -> ApiResult<Outcome> {
                 if let Some(n) = o.next {
                     nexts.insert(key.clone(), json!(n));
                 }
-                times.insert(
-                    key,
-                    time_json(ctx.now_ms, started.elapsed().as_secs_f64(), operating),
-                );
+                times.insert(key, time_json(ctx.now_ms, started.elapsed_s(), operating));
             }
             Err(e) => {
                 errors.insert(key, e.body());

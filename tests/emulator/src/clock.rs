@@ -4,7 +4,6 @@
 
 use chrono::{DateTime, FixedOffset, TimeZone};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The portal's time zone offset in seconds (+03:00): clients must honour the offset in
 /// `TIMESTAMP_X` rather than assume UTC.
@@ -22,11 +21,7 @@ pub struct Clock {
 impl Clock {
     /// Milliseconds since the Unix epoch, as the emulator sees them.
     pub fn now_ms(&self) -> i64 {
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        wall.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+        (wall_ms() as i64).saturating_add(self.offset_ms.load(Ordering::Relaxed))
     }
 
     /// Moves the clock forward by `ms`; refused (false) when that would take it past
@@ -42,6 +37,53 @@ impl Clock {
 
     pub fn offset_ms(&self) -> i64 {
         self.offset_ms.load(Ordering::Relaxed)
+    }
+}
+
+/// Wall time in milliseconds since the Unix epoch (fractions kept where the platform has them).
+/// Natively the system clock; in wasm JavaScript's `Date.now()`, as `std::time` panics there.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn wall_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+#[cfg(all(target_arch = "wasm32", feature = "wasm"))]
+pub fn wall_ms() -> f64 {
+    js_sys::Date::now()
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "wasm")))]
+compile_error!(
+    "on wasm32 the emulator reads the time from JavaScript: build it with feature `wasm`"
+);
+
+/// Measures how long a method ran (the `processing` of an answer, the operating time it
+/// costs): a monotonic clock natively, the wall clock in wasm.
+pub struct Stopwatch {
+    #[cfg(not(target_arch = "wasm32"))]
+    started: std::time::Instant,
+    #[cfg(target_arch = "wasm32")]
+    started_ms: f64,
+}
+
+impl Stopwatch {
+    pub fn start() -> Stopwatch {
+        Stopwatch {
+            #[cfg(not(target_arch = "wasm32"))]
+            started: std::time::Instant::now(),
+            #[cfg(target_arch = "wasm32")]
+            started_ms: wall_ms(),
+        }
+    }
+
+    pub fn elapsed_s(&self) -> f64 {
+        #[cfg(not(target_arch = "wasm32"))]
+        return self.started.elapsed().as_secs_f64();
+        #[cfg(target_arch = "wasm32")]
+        return ((wall_ms() - self.started_ms) / 1000.0).max(0.0);
     }
 }
 

@@ -58,7 +58,7 @@ pub fn handle(
         }
         ("stats", "GET") => Ok(stats(shared)),
         ("trap", "GET") => Ok(json!({ "requests": shared.lock().trapped.clone() })),
-        ("cert", "GET") => Ok(json!({ "pem": crate::server::certificate_pem() })),
+        ("cert", "GET") => Ok(json!({ "pem": crate::state::certificate_pem() })),
         ("portals", "GET") => Ok(crate::portals::list(shared)),
         ("portal", "GET") => {
             let mut p = crate::portals::describe(shared);

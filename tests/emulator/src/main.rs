@@ -1,7 +1,7 @@
 //! `b24-emulator --listen 127.0.0.1:0 [--tls]`: prints
 //! `b24-emulator listening on http://127.0.0.1:PORT` and serves until SIGTERM/SIGINT.
 
-use b24_emulator::server::serve;
+use b24_emulator::server::{serve, tick};
 use b24_emulator::state::Shared;
 use std::io::Write;
 use std::process::ExitCode;
@@ -68,6 +68,7 @@ async fn run(listen: String, tls: bool) -> ExitCode {
     // first line is read must end the process cleanly, not kill it with the default action.
     let shutdown = shutdown_signal();
     let server = tokio::spawn(serve(listener, shared.clone(), tls));
+    tokio::spawn(tick(shared.registry.clone()));
     println!("b24-emulator listening on {}", shared.base_url());
     let _ = std::io::stdout().flush();
     tokio::select! {

@@ -4,41 +4,64 @@
 //! Only loopback handlers are called: the emulator never reaches out to the network.
 
 use crate::state::{Shared, State};
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::TokioExecutor;
 use std::collections::BTreeSet;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::Arc;
 
 const EVENT: &str = "ONOFFLINEEVENT";
 
-/// The one HTTP client that calls apps' handlers.
-pub fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
-    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
-    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
+/// A form the portal posts to an application's handler; the shell that serves the portal sends
+/// it (a 10 s timeout, no redirects followed) and reports whether the app took it with
+/// [`Delivery::done`].
+pub struct Delivery {
+    pub url: String,
+    pub form: String,
+    portal: Arc<Shared>,
 }
 
-/// Whether a handler URL points at this machine.
-pub fn is_loopback(url: &str) -> bool {
-    let Ok(uri) = url.parse::<hyper::Uri>() else {
-        return false;
-    };
-    match uri.host() {
-        Some(h) => {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            h == "localhost"
-                || h == "::1"
-                || h.parse::<std::net::Ipv4Addr>()
-                    .map(|ip| ip.is_loopback())
-                    .unwrap_or(false)
+impl Delivery {
+    /// Counts the outcome in the portal's stats: sent (a 2xx answer) or failed.
+    pub fn done(self, accepted: bool) {
+        let mut st = self.portal.lock();
+        if accepted {
+            st.stats.notifications_sent += 1;
+        } else {
+            st.stats.notifications_failed += 1;
         }
-        None => false,
     }
 }
 
-/// Called after every request that queued rows.
+/// Whether a handler URL points at this machine: `http(s)://` to `localhost`, `::1` or an IPv4
+/// loopback address.
+pub fn is_loopback(url: &str) -> bool {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return false;
+    };
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    {
+        return false;
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, _)) => h,
+            None => return false,
+        },
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host == "::1"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Called after every request that queued rows: signals now, or marks the signal due when
+/// `minTimeout` ends ([`tick`] sends it then).
 pub fn schedule(shared: &Arc<Shared>, apps: BTreeSet<u32>) {
     if apps.is_empty() {
         return;
@@ -64,28 +87,35 @@ pub fn schedule(shared: &Arc<Shared>, apps: BTreeSet<u32>) {
             .unwrap_or(now);
         if due <= now {
             state.last_sent_ms = Some(now);
-            send(shared.clone(), &mut st, app);
+            send(shared, &mut st, app);
         } else {
             state.pending = true;
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                // Polls the emulator clock, so `POST /_emulator/clock` also releases the signal.
-                while shared.clock.now_ms() < due {
-                    tokio::time::sleep(Duration::from_millis(25)).await;
-                }
-                let mut st = shared.lock();
-                let now = shared.clock.now_ms();
-                let state = st.notify.entry(app).or_default();
-                state.pending = false;
-                state.last_sent_ms = Some(now);
-                send(shared.clone(), &mut st, app);
-            });
+            state.due_ms = due;
         }
     }
 }
 
-/// Builds the payload under the lock and posts it from a task.
-fn send(shared: Arc<Shared>, st: &mut State, app: u32) {
+/// Sends the held-back signals whose time has come on the emulator clock (so
+/// `POST /_emulator/clock` releases them too). The shells call it every 25 ms.
+pub fn tick(shared: &Arc<Shared>) {
+    let now = shared.clock.now_ms();
+    let mut st = shared.lock();
+    let due: Vec<u32> = st
+        .notify
+        .iter()
+        .filter(|(_, n)| n.pending && n.due_ms <= now)
+        .map(|(app, _)| *app)
+        .collect();
+    for app in due {
+        let state = st.notify.entry(app).or_default();
+        state.pending = false;
+        state.last_sent_ms = Some(now);
+        send(shared, &mut st, app);
+    }
+}
+
+/// Builds the payload under the lock and leaves it in the outbox for the shell.
+fn send(shared: &Arc<Shared>, st: &mut State, app: u32) {
     let Some(binding) = st
         .bindings
         .iter()
@@ -101,7 +131,7 @@ fn send(shared: Arc<Shared>, st: &mut State, app: u32) {
     let now = shared.clock.now_ms();
     let (access, refresh) = st.issue_token(app, binding.user_id, binding.admin, now);
     let base = shared.base_url();
-    let body: String = form_urlencoded::Serializer::new(String::new())
+    let form: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("event", EVENT)
         .append_pair("ts", &now.div_euclid(1000).to_string())
         .append_pair("auth[access_token]", &access)
@@ -118,23 +148,10 @@ fn send(shared: Arc<Shared>, st: &mut State, app: u32) {
             &st.apps[app as usize].application_token,
         )
         .finish();
-    tokio::spawn(async move {
-        let req = hyper::Request::post(&binding.handler)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(body)));
-        let ok = match req {
-            Ok(req) => matches!(
-                tokio::time::timeout(Duration::from_secs(10), client().request(req)).await,
-                Ok(Ok(resp)) if resp.status().is_success()
-            ),
-            Err(_) => false,
-        };
-        let mut st = shared.lock();
-        if ok {
-            st.stats.notifications_sent += 1;
-        } else {
-            st.stats.notifications_failed += 1;
-        }
+    shared.registry.post(Delivery {
+        url: binding.handler,
+        form,
+        portal: shared.clone(),
     });
 }
 
@@ -149,5 +166,8 @@ mod tests {
         assert!(is_loopback("http://[::1]:80/"));
         assert!(!is_loopback("https://example.com/hook"));
         assert!(!is_loopback("not a url"));
+        assert!(is_loopback("http://user@127.0.0.2:1/x?y#z"));
+        assert!(!is_loopback("http://[::2]/"));
+        assert!(!is_loopback("http://127.0.0.1.example.com/"));
     }
 }

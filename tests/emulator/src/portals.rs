@@ -7,38 +7,60 @@
 //! revoked, or answer slowly.
 
 use crate::error::{ApiError, ApiResult};
-use crate::notify::{client, is_loopback};
+use crate::notify::{is_loopback, Delivery};
 use crate::state::{random_token, Config, Shared};
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The most portals one call creates (a benchmark of 200 fits many times over).
 pub const MAX_PER_CALL: u64 = 1000;
 /// The longest a slow portal waits before answering.
 pub const MAX_SLOW_MS: u64 = 60_000;
 
-/// Every portal of one emulator process, in the order they were made.
+/// Every portal of one emulator process, in the order they were made, and the forms they
+/// want posted to applications (the outbox the shell empties after every call into the portal).
 #[derive(Default)]
 pub struct Registry {
     portals: Mutex<Vec<Arc<Shared>>>,
+    outbox: Mutex<Vec<Delivery>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Registry {
     pub fn add(&self, portal: Arc<Shared>) {
-        self.portals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(portal);
+        lock(&self.portals).push(portal);
     }
 
     pub fn all(&self) -> Vec<Arc<Shared>> {
-        self.portals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        lock(&self.portals).clone()
+    }
+
+    /// The portal serving at `domain` (`127.0.0.1:PORT`).
+    pub fn find(&self, domain: &str) -> Option<Arc<Shared>> {
+        lock(&self.portals)
+            .iter()
+            .find(|p| p.domain == domain)
+            .cloned()
+    }
+
+    /// Leaves a form for the shell to post.
+    pub fn post(&self, delivery: Delivery) {
+        lock(&self.outbox).push(delivery);
+    }
+
+    /// The forms to post now, oldest first.
+    pub fn take_deliveries(&self) -> Vec<Delivery> {
+        std::mem::take(&mut *lock(&self.outbox))
+    }
+
+    /// Releases every portal's held-back onOfflineEvent signals that are due.
+    pub fn tick(&self) {
+        for portal in self.all() {
+            crate::notify::tick(&portal);
+        }
     }
 }
 
@@ -75,8 +97,9 @@ pub fn list(shared: &Arc<Shared>) -> Value {
 
 /// `POST /_emulator/portals {count?, config?}`: new portals, each on a free loopback port,
 /// configured with `config` (the fields of `POST /_emulator/config`; `rate_limit:
-/// "enterprise"` for the larger plan).
-pub async fn create(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
+/// "enterprise"` for the larger plan). Checks the body and answers how many listeners the
+/// shell must open; [`open`] makes the portals once they listen.
+pub fn create(body: &Value) -> ApiResult<(usize, Config)> {
     let count = match body.get("count") {
         None | Some(Value::Null) => 1,
         Some(v) => v
@@ -89,21 +112,21 @@ pub async fn create(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
     if let Some(c) = body.get("config").filter(|c| !c.is_null()) {
         config.patch(c)?;
     }
-    let mut made = Vec::new();
-    for _ in 0..count {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| ApiError::new(500, "CANNOT_LISTEN", e.to_string()))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| ApiError::new(500, "CANNOT_LISTEN", e.to_string()))?;
-        let portal = Arc::new(Shared::sibling(shared, addr.to_string()));
-        portal.lock().config = config.clone();
-        shared.registry.add(portal.clone());
-        made.push(describe(&portal));
-        tokio::spawn(crate::server::serve(listener, portal, shared.https));
-    }
-    Ok(json!({ "portals": made }))
+    Ok((count as usize, config))
+}
+
+/// The portals of [`create`] on the addresses (`127.0.0.1:PORT`) the shell listens on.
+pub fn open(shared: &Arc<Shared>, config: &Config, addresses: &[String]) -> Value {
+    let made: Vec<Value> = addresses
+        .iter()
+        .map(|addr| {
+            let portal = Arc::new(Shared::sibling(shared, addr.clone()));
+            portal.lock().config = config.clone();
+            shared.registry.add(portal.clone());
+            describe(&portal)
+        })
+        .collect();
+    json!({ "portals": made })
 }
 
 /// `POST /_emulator/portal {deleted?, slow_ms?, revoke?}`: this portal's health. `revoke`
@@ -169,27 +192,28 @@ fn text<'a>(body: &'a Value, key: &str, default: &'a str) -> ApiResult<&'a str> 
     }
 }
 
-/// POSTs a form to the app and reports what came back (status 0: no answer).
-async fn deliver(url: &str, form: String) -> Value {
-    let req = hyper::Request::post(url)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(form)));
-    let status = match req {
-        Ok(req) => match tokio::time::timeout(Duration::from_secs(10), client().request(req)).await
-        {
-            Ok(Ok(resp)) => resp.status().as_u16(),
-            _ => 0,
-        },
-        Err(_) => 0,
-    };
-    json!({ "delivered": (200..300).contains(&status), "status": status })
+/// A form for the app's handler whose answer goes into the control call's answer.
+pub struct Post {
+    pub url: String,
+    pub form: String,
+    /// The rest of the answer, beside `delivered` and `status`.
+    pub answer: Value,
+}
+
+/// The control call's answer once the shell has posted: `status` 0 when no answer came.
+pub fn delivered(post_answer: Value, status: u16) -> Value {
+    let mut out = json!({ "delivered": (200..300).contains(&status), "status": status });
+    if let (Value::Object(out), Value::Object(rest)) = (&mut out, post_answer) {
+        out.extend(rest);
+    }
+    out
 }
 
 /// `POST /_emulator/install {client_id, handler, user_id?, admin?, status?, version?,
 /// language?}`: installs the app on this portal (a fresh `application_token` after an
 /// uninstall) and sends `ONAPPINSTALL` with a new token pair to `handler`. Answers with the
 /// portal, the app's `application_token` and whether the app accepted the event.
-pub async fn install(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
+pub fn install(shared: &Arc<Shared>, body: &Value) -> ApiResult<Post> {
     let client_id = client_id(body)?;
     let url = handler(body)?;
     let user_id = match body.get("user_id") {
@@ -238,16 +262,17 @@ pub async fn install(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
             .finish();
         (form, application_token)
     };
-    let mut out = deliver(&url, form).await;
-    out["portal"] = describe(shared);
-    out["application_token"] = json!(application_token);
-    Ok(out)
+    Ok(Post {
+        url,
+        form,
+        answer: json!({ "portal": describe(shared), "application_token": application_token }),
+    })
 }
 
 /// `POST /_emulator/uninstall {client_id, handler, clean?}`: removes the app from this portal
 /// (its tokens stop working, its bindings and queued rows go) and sends `ONAPPUNINSTALL` to
 /// `handler` with the application token and no access token, as the portal does.
-pub async fn uninstall(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
+pub fn uninstall(shared: &Arc<Shared>, body: &Value) -> ApiResult<Post> {
     let client_id = client_id(body)?;
     let url = handler(body)?;
     let clean = match body.get("clean") {
@@ -288,7 +313,9 @@ pub async fn uninstall(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
             )
             .finish()
     };
-    let mut out = deliver(&url, form).await;
-    out["portal"] = describe(shared);
-    Ok(out)
+    Ok(Post {
+        url,
+        form,
+        answer: json!({ "portal": describe(shared) }),
+    })
 }

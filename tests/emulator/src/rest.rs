@@ -9,7 +9,6 @@ use crate::state::{Shared, State};
 use crate::{batch, crm, events};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
-use std::time::Instant;
 
 /// Who is calling: an application user (OAuth token) or an inbound webhook.
 #[derive(Debug, Clone)]
@@ -114,7 +113,7 @@ pub fn call_method(
             return (Err(ApiError::operation_time_limit(method)), Some(before));
         }
     }
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let result = dispatch(ctx, method, params);
     if matches!(&result, Err(e) if e.code == "ERROR_METHOD_NOT_FOUND") {
         return (result, None);
@@ -125,7 +124,7 @@ pub fn call_method(
         .operating_cost_s
         .get(method)
         .copied()
-        .unwrap_or_else(|| started.elapsed().as_secs_f64());
+        .unwrap_or_else(|| started.elapsed_s());
     let after = ctx.st.operating.add(&key, method, ctx.now_ms, cost);
     (result, Some(after))
 }
@@ -268,7 +267,7 @@ pub fn daily_jobs(st: &mut State, now_ms: i64) {
 /// Executes a REST request; returns the HTTP status, the JSON body and the applications whose
 /// queue grew.
 pub fn execute(shared: &Shared, st: &mut State, req: Incoming) -> (u16, Value, BTreeSet<u32>) {
-    let started = Instant::now();
+    let started = crate::clock::Stopwatch::start();
     let now_ms = shared.clock.now_ms();
     let mut touched = BTreeSet::new();
     daily_jobs(st, now_ms);
@@ -285,7 +284,7 @@ pub fn execute(shared: &Shared, st: &mut State, req: Incoming) -> (u16, Value, B
             }
             body.insert(
                 "time".into(),
-                time_json(now_ms, started.elapsed().as_secs_f64(), operating),
+                time_json(now_ms, started.elapsed_s(), operating),
             );
             (200, Value::Object(body), touched)
         }

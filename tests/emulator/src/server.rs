@@ -1,337 +1,157 @@
-//! HTTP(S) serving: routes, CORS, and an accept loop that owns each connection so that a fault
-//! can close one without answering (the `drop` fault).
+//! The native shell: HTTP(S) over axum/hyper/tokio around [`crate::engine`], an accept loop that
+//! owns each connection so that a fault can close one without answering (the `drop` fault),
+//! and the outbound posts to applications.
 
-use crate::control;
-use crate::error::ApiError;
-use crate::faults::{corrupt_rows, Kind, Phase};
-use crate::params::{parse_form, Params};
-use crate::rest::{execute, normalize_method, Incoming};
+use crate::engine::{self, Resumed, Step, MAX_BODY, POST_TIMEOUT_MS, TICK_MS};
+use crate::portals::Registry;
 use crate::state::Shared;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use serde_json::{json, Value};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tower::ServiceExt;
-use tower_http::cors::CorsLayer;
-
-/// Largest request body accepted (a batch of big CRM records fits easily).
-const MAX_BODY: usize = 32 * 1024 * 1024;
 
 /// Closes the connection a request arrived on, without a response.
 #[derive(Clone)]
 struct ConnKill(Arc<Notify>);
 
-static CERT_PEM: OnceLock<String> = OnceLock::new();
-
-/// The PEM of the self-signed certificate when serving with `--tls`.
-pub fn certificate_pem() -> Option<&'static str> {
-    CERT_PEM.get().map(String::as_str)
-}
-
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .fallback(handle)
-        .layer(CorsLayer::very_permissive().max_age(Duration::from_secs(600)))
-        .with_state(shared)
-}
-
-fn json_response(status: u16, body: &Value) -> Response {
-    let mut resp = (
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        body.to_string(),
-    )
-        .into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    resp
-}
-
-fn error_response(e: &ApiError) -> Response {
-    json_response(e.status, &e.body())
+    Router::new().fallback(handle).with_state(shared)
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let kill = parts.extensions.get::<ConnKill>().cloned();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error_response(&ApiError::new(
-                413,
-                "INVALID_REQUEST",
-                "request body too large",
-            ))
-        }
+    let (body, oversized) = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => (b.to_vec(), false),
+        Err(_) => (Vec::new(), true),
     };
-    let path = parts.uri.path().to_string();
-    let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
-    let is_json = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.contains("json"))
-        .unwrap_or(false);
-    if let Some(rest) = path.strip_prefix("/rest/") {
-        let mut params = parse_form(&query);
-        if !body.is_empty() {
-            let more = if is_json {
-                match serde_json::from_slice::<Value>(&body) {
-                    Ok(v) => Params::from_value(v),
-                    Err(_) => {
-                        return error_response(&ApiError::new(
-                            400,
-                            "INVALID_REQUEST",
-                            "The request body is not valid JSON",
-                        ))
+    let request = engine::Request {
+        method: parts.method.as_str().to_string(),
+        target: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body,
+        oversized,
+    };
+    let mut step = engine::handle(&shared, request);
+    loop {
+        send_deliveries(&shared.registry);
+        step = match step {
+            Step::Respond(r) => return to_axum(r),
+            Step::Drop => {
+                if let Some(ConnKill(n)) = kill {
+                    n.notify_one();
+                }
+                // The connection task drops this future together with the connection.
+                std::future::pending::<()>().await;
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            }
+            Step::Wait { ms, next } => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                engine::resume(next, Resumed::Waited)
+            }
+            Step::Post { url, form, next } => {
+                let status = post(&url, form).await;
+                engine::resume(next, Resumed::Posted(status))
+            }
+            Step::Listen { count, next } => {
+                let opened = listen(count).await;
+                let addresses = opened
+                    .as_ref()
+                    .map(|ls| ls.iter().map(|(_, a)| a.clone()).collect())
+                    .map_err(|e| e.to_string());
+                let step = engine::resume(next, Resumed::Listening(addresses));
+                for (listener, addr) in opened.unwrap_or_default() {
+                    if let Some(portal) = shared.registry.find(&addr) {
+                        tokio::spawn(serve(listener, portal, shared.https));
                     }
                 }
-            } else {
-                parse_form(&body)
-            };
-            params.merge(more);
-        }
-        return rest_call(shared, rest, params, kill).await;
-    }
-    if path == "/trap" || path.starts_with("/trap/") {
-        return trap(&shared, &parts, &body);
-    }
-    if path == "/oauth/token" || path == "/oauth/token/" {
-        let mut params = parse_form(&query);
-        params.merge(parse_form(&body));
-        return match crate::oauth::token(&shared, &params) {
-            Ok(v) => json_response(200, &v),
-            Err(e) => error_response(&e),
-        };
-    }
-    if let Some(name) = path.strip_prefix("/_emulator/") {
-        let body: Value = if body.is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_slice(&body) {
-                Ok(v) => v,
-                Err(_) => {
-                    return error_response(&ApiError::new(
-                        400,
-                        "BAD_REQUEST",
-                        "control calls take a JSON body",
-                    ))
-                }
+                step
             }
         };
-        let name = name.trim_end_matches('/');
-        // The control calls that wait: making listeners, calling the app's handler.
-        if parts.method == Method::POST {
-            let waited = match name {
-                "portals" => Some(crate::portals::create(&shared, &body).await),
-                "install" => Some(crate::portals::install(&shared, &body).await),
-                "uninstall" => Some(crate::portals::uninstall(&shared, &body).await),
-                _ => None,
-            };
-            if let Some(r) = waited {
-                return match r {
-                    Ok(v) => json_response(200, &v),
-                    Err(e) => error_response(&e),
-                };
-            }
-        }
-        return match control::handle(&shared, parts.method.as_str(), name, &body) {
-            Some(Ok(v)) => json_response(200, &v),
-            Some(Err(e)) => error_response(&e),
-            None => error_response(&ApiError::new(
-                404,
-                "NOT_FOUND",
-                format!("no control endpoint {} {path}", parts.method),
-            )),
-        };
     }
-    if (path == "/portal" || path == "/portal/") && parts.method == Method::GET {
-        let mut resp = (StatusCode::OK, crate::portal::PAGE).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        return resp;
-    }
-    if path == "/" && parts.method == Method::GET {
-        return json_response(
-            200,
-            &json!({
-                "emulator": "b24-emulator",
-                "rest": format!("{}/rest/", shared.base_url()),
-                "control": format!("{}/_emulator/", shared.base_url()),
-                "portal": format!("{}/portal/?app=URL", shared.base_url()),
-            }),
-        );
-    }
-    error_response(&ApiError::new(
-        404,
-        "NOT_FOUND",
-        format!("nothing at {path}"),
-    ))
 }
 
-/// `/trap/...`: another host as far as a client is concerned (tests redirect to it through
-/// `localhost` while the portal is `127.0.0.1`). It records whatever arrives, for
-/// `GET /_emulator/trap`, and answers like a portal would, so that a client that followed a
-/// redirect here would take the answer for the portal's.
-fn trap(shared: &Arc<Shared>, parts: &axum::http::request::Parts, body: &[u8]) -> Response {
-    const KEEP: usize = 64 * 1024;
-    let text = String::from_utf8_lossy(&body[..body.len().min(KEEP)]).into_owned();
-    let mut st = shared.lock();
-    if st.trapped.len() < 1000 {
-        st.trapped.push(json!({
-            "method": parts.method.as_str(),
-            "path": parts.uri.path(),
-            "query": parts.uri.query().unwrap_or(""),
-            "body": text,
-        }));
+fn to_axum(r: engine::Response) -> Response {
+    let mut resp = Response::new(Body::from(r.body));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in r.headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            resp.headers_mut().append(k, v);
+        }
     }
-    json_response(200, &json!({ "result": "trapped", "time": { "start": 0 } }))
+    resp
 }
 
-async fn rest_call(
-    shared: Arc<Shared>,
-    rest: &str,
-    params: Params,
-    kill: Option<ConnKill>,
-) -> Response {
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    let (method, webhook) = match segments.as_slice() {
-        [m] => (normalize_method(m), None),
-        [user, code, m] => (
-            normalize_method(m),
-            Some((user.to_string(), code.to_string())),
-        ),
-        _ => return error_response(&ApiError::method_not_found(rest)),
-    };
-    // Every request that arrives is counted, including those a fault then answers. Whether a
-    // fault fires after the method is decided now, while the parameters are at hand.
-    let (before, after, health) = {
-        let mut st = shared.lock();
-        *st.stats.requests.entry(method.clone()).or_default() += 1;
-        let before = st.faults.pick(&method, &params, Phase::Before);
-        let after = match before {
-            Some(Kind::Delay(_)) | None => st.faults.pick(&method, &params, Phase::After),
-            Some(_) => None,
-        };
-        (before, after, st.health.clone())
-    };
-    if health.slow_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(health.slow_ms)).await;
+async fn listen(count: usize) -> std::io::Result<Vec<(TcpListener, String)>> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        out.push((listener, addr));
     }
-    if health.deleted {
-        return error_response(&ApiError::new(500, "PORTAL_DELETED", "Portal was deleted"));
-    }
-    if let Some(kind) = before {
-        shared.lock().stats.faults_injected += 1;
-        match kind {
-            Kind::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-            other => return fault_response(other, kill).await,
-        }
-    }
-    let (status, body, touched) = {
-        let mut st = shared.lock();
-        let incoming = Incoming {
-            method: &method,
-            webhook: webhook.as_ref().map(|(u, c)| (u.as_str(), c.as_str())),
-            params,
-            https: shared.https,
-        };
-        execute(&shared, &mut st, incoming)
-    };
-    crate::notify::schedule(&shared, touched);
-    let mut body = body;
-    if let Some(kind) = after {
-        let withheld = !matches!(kind, Kind::Delay(_) | Kind::CorruptRows { .. });
-        let events = carries_events(&body);
-        {
-            let mut st = shared.lock();
-            st.stats.faults_injected += 1;
-            if withheld && events {
-                st.stats.answers_lost_with_events += 1;
-            }
-        }
-        match kind {
-            Kind::Delay(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
-            Kind::CorruptRows { fields, count } => corrupt_rows(&mut body, &fields, count),
-            other => return fault_response(other, kill).await,
-        }
-    }
-    json_response(status, &body)
+    Ok(out)
 }
 
-/// Whether an answer hands out events: `event.offline.get`'s, or a `batch` with such a command.
-fn carries_events(body: &Value) -> bool {
-    let some = |v: &Value| {
-        v.get("events")
-            .and_then(Value::as_array)
-            .is_some_and(|e| !e.is_empty())
-    };
-    let Some(result) = body.get("result") else {
-        return false;
-    };
-    some(result)
-        || match result.get("result") {
-            Some(Value::Object(cmds)) => cmds.values().any(some),
-            Some(Value::Array(cmds)) => cmds.iter().any(some),
-            _ => false,
-        }
+/// The one HTTP client that calls apps' handlers.
+fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
+    static CLIENT: OnceLock<Client<HttpConnector, Full<Bytes>>> = OnceLock::new();
+    CLIENT.get_or_init(|| Client::builder(TokioExecutor::new()).build_http())
 }
 
-const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+/// POSTs a form to an app: the answer's status, 0 when none came.
+async fn post(url: &str, form: String) -> u16 {
+    let req = hyper::Request::post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(form)));
+    let Ok(req) = req else { return 0 };
+    match tokio::time::timeout(
+        Duration::from_millis(POST_TIMEOUT_MS),
+        client().request(req),
+    )
+    .await
+    {
+        Ok(Ok(resp)) => resp.status().as_u16(),
+        _ => 0,
+    }
+}
 
-async fn fault_response(kind: Kind, kill: Option<ConnKill>) -> Response {
-    match kind {
-        Kind::Http500 => error_response(&ApiError::internal()),
-        Kind::Html502 => {
-            let mut resp = (StatusCode::BAD_GATEWAY, HTML_502).into_response();
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-            resp
-        }
-        Kind::QueryLimit => error_response(&ApiError::query_limit()),
-        Kind::ExpiredToken => error_response(&ApiError::expired_token()),
-        Kind::MalformedJson => {
-            let mut resp = (
-                StatusCode::OK,
-                "{\"result\":{\"process_id\":\"5f0c\",\"events\":[{\"ID\":\"1\",",
-            )
-                .into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            resp
-        }
-        Kind::Redirect { status, location } => {
-            let mut resp = (
-                StatusCode::from_u16(status).unwrap_or(StatusCode::TEMPORARY_REDIRECT),
-                "",
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&location) {
-                resp.headers_mut().insert(header::LOCATION, v);
-            }
-            resp
-        }
-        // Applied to the answer in `rest_call`; never reaches here.
-        Kind::CorruptRows { .. } => error_response(&ApiError::internal()),
-        Kind::Drop | Kind::Delay(_) => {
-            if let Some(ConnKill(n)) = kill {
-                n.notify_one();
-            }
-            // The connection task drops this future together with the connection.
-            std::future::pending::<()>().await;
-            StatusCode::INTERNAL_SERVER_ERROR.into_response()
-        }
+/// Posts what the portals left in the outbox, each from its own task.
+fn send_deliveries(registry: &Registry) {
+    for d in registry.take_deliveries() {
+        tokio::spawn(async move {
+            let status = post(&d.url, d.form.clone()).await;
+            d.done((200..300).contains(&status));
+        });
+    }
+}
+
+/// Releases held-back onOfflineEvent signals of every portal of the process, for as long as it
+/// runs.
+pub async fn tick(registry: Arc<Registry>) {
+    let mut every = tokio::time::interval(Duration::from_millis(TICK_MS));
+    loop {
+        every.tick().await;
+        registry.tick();
+        send_deliveries(&registry);
     }
 }
 
@@ -350,7 +170,7 @@ fn make_tls_acceptor() -> std::io::Result<tokio_rustls::TlsAcceptor> {
     let rcgen::CertifiedKey { cert, key_pair } =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
             .map_err(|e| err(e.to_string()))?;
-    let _ = CERT_PEM.set(cert.pem());
+    crate::state::set_certificate_pem(cert.pem());
     let key = PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -404,32 +224,5 @@ where
     tokio::select! {
         _ = conn => {}
         _ = kill.notified() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::carries_events;
-    use serde_json::json;
-
-    #[test]
-    fn answers_that_hand_out_events_are_told_apart() {
-        let row = json!([{"ID": "1"}]);
-        assert!(carries_events(
-            &json!({"result": {"process_id": "p", "events": row}})
-        ));
-        assert!(!carries_events(
-            &json!({"result": {"process_id": null, "events": []}})
-        ));
-        assert!(carries_events(
-            &json!({"result": {"result": {"a0": true, "g0": {"events": row}}}})
-        ));
-        assert!(carries_events(
-            &json!({"result": {"result": [true, {"events": row}]}})
-        ));
-        assert!(!carries_events(
-            &json!({"result": {"result": {"g0": {"events": []}}}})
-        ));
-        assert!(!carries_events(&json!({"error": "INTERNAL_SERVER_ERROR"})));
     }
 }

@@ -11,7 +11,7 @@ use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RateLimit {
@@ -208,7 +208,9 @@ pub struct Binding {
 #[derive(Debug, Clone, Default)]
 pub struct NotifyState {
     pub last_sent_ms: Option<i64>,
+    /// A signal held back by `minTimeout`, due at `due_ms` on the emulator clock.
     pub pending: bool,
+    pub due_ms: i64,
 }
 
 #[derive(Debug, Default)]
@@ -379,6 +381,18 @@ impl Shared {
             self.domain
         )
     }
+}
+
+static CERT_PEM: OnceLock<String> = OnceLock::new();
+
+/// The PEM of the self-signed certificate when serving with `--tls` (`GET /_emulator/cert`).
+pub fn certificate_pem() -> Option<&'static str> {
+    CERT_PEM.get().map(String::as_str)
+}
+
+/// Records the certificate the native shell serves with; the first one stays.
+pub fn set_certificate_pem(pem: String) {
+    let _ = CERT_PEM.set(pem);
 }
 
 /// Lower-case alphanumeric, like the portal's tokens and process ids.

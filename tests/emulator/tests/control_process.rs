@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{Emu, BIN};
+use common::{command, native_only, Emu};
 use serde_json::{json, Value};
-use std::process::Command;
 
 #[tokio::test]
 async fn reset_empties_everything_but_the_config() {
@@ -225,16 +224,19 @@ fn sigterm_and_sigint_exit_cleanly() {
 
 #[test]
 fn bad_arguments_exit_with_usage() {
-    let out = Command::new(BIN).arg("--bogus").output().unwrap();
+    let out = command().arg("--bogus").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
     assert!(out.stdout.is_empty());
-    let out = Command::new(BIN).arg("--listen").output().unwrap();
+    let out = command().arg("--listen").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
 #[tokio::test]
 async fn tls_serves_https_with_a_self_signed_certificate() {
+    if native_only("--tls") {
+        return;
+    }
     let emu = Emu::start_with(&["--tls"]);
     assert!(emu.base.starts_with("https://127.0.0.1:"), "{}", emu.base);
     let t = emu.token_with(json!({})).await;

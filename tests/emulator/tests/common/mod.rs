@@ -1,6 +1,11 @@
 //! Test harness: starts the real `b24-emulator` binary on a free port, talks to it over HTTP,
 //! and kills it when the test is done. Every test starts its own emulator, so tests are
 //! independent and run in parallel.
+//!
+//! With `B24_EMULATOR_CMD` set (words split at whitespace, e.g.
+//! `node /path/pkg/emulator/cli.mjs`), every test starts that command instead: the npm
+//! package's emulator, the same logic compiled to wasm behind a Node shell. The suite passing
+//! against both is what makes them the same emulator.
 
 #![allow(dead_code)]
 
@@ -10,6 +15,38 @@ use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_b24-emulator");
+
+/// The emulator command other than the native binary, from `B24_EMULATOR_CMD`.
+pub fn external() -> Option<Vec<String>> {
+    let words: Vec<String> = std::env::var("B24_EMULATOR_CMD")
+        .ok()?
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    (!words.is_empty()).then_some(words)
+}
+
+/// The emulator to run: `B24_EMULATOR_CMD` when set, the native binary otherwise.
+pub fn command() -> Command {
+    match external() {
+        Some(words) => {
+            let mut c = Command::new(&words[0]);
+            c.args(&words[1..]);
+            c
+        }
+        None => Command::new(BIN),
+    }
+}
+
+/// Whether a test of the native binary alone (TLS) is skipped: the Node shell serves http only.
+/// Says so on stderr, so a skipped test is visible in the output.
+pub fn native_only(what: &str) -> bool {
+    let skip = external().is_some();
+    if skip {
+        eprintln!("skipped against B24_EMULATOR_CMD: {what} is served by the native binary only");
+    }
+    skip
+}
 
 /// A running emulator process.
 pub struct Emu {
@@ -95,9 +132,9 @@ impl Emu {
         Emu::start_with(&[])
     }
 
-    /// Spawns the binary with `--listen 127.0.0.1:0` plus `extra`, and reads the first line.
+    /// Spawns the emulator with `--listen 127.0.0.1:0` plus `extra`, and reads the first line.
     pub fn start_with(extra: &[&str]) -> Emu {
-        let mut child = Command::new(BIN)
+        let mut child = command()
             .args(["--listen", "127.0.0.1:0"])
             .args(extra)
             .stdin(Stdio::null())

@@ -1,0 +1,3 @@
+// ESM entry: the CommonJS shell, re-exported.
+import shell from './index.js';
+export const { startEmulator } = shell;
