@@ -60,12 +60,12 @@ function expectScenario(result) {
   assert.deepEqual(result, { handled: 60, acked: 60, left: 0, typedErrors: true });
 }
 
-test('the tarball holds the four builds and nothing else', () => {
+test('the tarball holds the four builds, the emulator and nothing else', () => {
   const listing = execFileSync('tar', ['tzf', tarball]).toString().split('\n').filter(Boolean);
-  for (const f of ['package/package.json', 'package/README.md', 'package/LICENSE', 'package/web/b24_offline.js', 'package/web/b24_offline_bg.wasm', 'package/bundler/b24_offline.js', 'package/node/b24_offline.js', 'package/node/index.mjs', 'package/script/b24-offline.js', 'package/script/b24-offline.d.ts']) {
+  for (const f of ['package/package.json', 'package/README.md', 'package/LICENSE', 'package/web/b24_offline.js', 'package/web/b24_offline_bg.wasm', 'package/bundler/b24_offline.js', 'package/node/b24_offline.js', 'package/node/index.mjs', 'package/script/b24-offline.js', 'package/script/b24-offline.d.ts', 'package/emulator/cli.mjs', 'package/emulator/b24_emulator_bg.wasm']) {
     assert.ok(listing.includes(f), f);
   }
-  assert.ok(listing.every((f) => /^package\/(web|bundler|node|script)\/|^package\/(package\.json|README\.md|LICENSE)$/.test(f)), listing.join('\n'));
+  assert.ok(listing.every((f) => /^package\/(web|bundler|node|script|emulator)\/|^package\/(package\.json|README\.md|LICENSE)$/.test(f)), listing.join('\n'));
 });
 
 test('Node ESM consumes offline events from the emulator', async () => {
