@@ -103,17 +103,19 @@ function toLeb(n) {
   return Buffer.from(out);
 }
 
-/** wasm-bindgen names a few exports after whole Rust paths (its closure invokers, 150-250
- *  bytes each, in the wasm and several times in the JS that calls them), and every import after
- *  the JS function plus a 16-digit hash (`__wbg_boolean_get_4f1baf9a00be3c74`, about 45 bytes,
- *  in the wasm's import section and as a key in the JS glue, the hash incompressible): both are
- *  renamed short (`__wbg_invokeN`, `__iN`) in the wasm and in every file of the target. The
- *  imports' module stays (bundlers resolve it as a file). */
+/** Names wasm-bindgen gives that cost bytes twice, in the wasm and in the glue, renamed short
+ *  in both: its closure invokers (`__wbg_invokeN`; named after whole Rust paths, 150-250 bytes
+ *  each), every other export but the memory (`__xN`; `offlinequeue_listAll`, at every `wasm.`
+ *  call), and every import (`__iN`; the JS function plus a 16-digit hash, about 45 bytes, the
+ *  hash incompressible). The imports' module stays (bundlers resolve it as a file). */
 function shortenNames(dir) {
   const wasmPath = join(dir, `${NAME}_bg.wasm`);
   const buf = readFileSync(wasmPath);
   const parts = [buf.subarray(0, 8)];
   const renames = [];
+  // Every other export but the memory: the glue reaches them only as `wasm.NAME` (free
+  // functions share their JS name, which must stay, so only that form is renamed).
+  const exported = [];
   let at = 8;
   while (at < buf.length) {
     const id = buf[at];
@@ -178,6 +180,10 @@ function shortenNames(dir) {
           const short = `__wbg_invoke${renames.length}`;
           renames.push([name, short]);
           name = short;
+        } else if (name !== 'memory') {
+          const short = `__x${exported.length.toString(36)}`;
+          exported.push([name, short]);
+          name = short;
         }
         entries.push(Buffer.concat([toLeb(Buffer.byteLength(name)), Buffer.from(name), Buffer.from([kind]), toLeb(index)]));
       }
@@ -200,6 +206,18 @@ function shortenNames(dir) {
     for (const file of readdirSync(dir).filter((f) => /\.(js|ts)$/.test(f))) {
       if (readFileSync(join(dir, file), 'utf8').includes(from)) throw new Error(`${from} left in ${file}`);
     }
+  }
+  for (const file of readdirSync(dir)) {
+    const wasmTypes = file.endsWith('_bg.wasm.d.ts');
+    if (!/\.js$/.test(file) && !wasmTypes) continue;
+    let text = readFileSync(join(dir, file), 'utf8');
+    for (const [from, to] of exported) {
+      if (new RegExp(`\\b${to}\\b`).test(text)) throw new Error(`${to} is taken in ${file}`);
+      const use = wasmTypes ? new RegExp(`\\b${from}\\b`, 'g') : new RegExp(`\\bwasm\\.${from}\\b`, 'g');
+      text = text.replace(use, wasmTypes ? to : `wasm.${to}`);
+      if (!wasmTypes && new RegExp(`\\bwasm\\.${from}\\b`).test(text)) throw new Error(`wasm.${from} left in ${file}`);
+    }
+    writeFileSync(join(dir, file), text);
   }
 }
 
