@@ -193,29 +193,27 @@ function shortenNames(dir) {
     at = end;
   }
   writeFileSync(wasmPath, Buffer.concat(parts));
-  for (const file of readdirSync(dir)) {
-    if (!/\.(js|ts)$/.test(file)) continue;
-    let text = readFileSync(join(dir, file), 'utf8');
-    for (const [from, to] of renames) {
-      if (new RegExp(`\\b${to}\\b`).test(text)) throw new Error(`${to} is taken in ${file}`);
-      text = text.replaceAll(from, to);
-    }
-    writeFileSync(join(dir, file), text);
-  }
-  for (const [from] of renames) {
-    for (const file of readdirSync(dir).filter((f) => /\.(js|ts)$/.test(f))) {
-      if (readFileSync(join(dir, file), 'utf8').includes(from)) throw new Error(`${from} left in ${file}`);
-    }
-  }
+  // One pass per file: hashed and invoker names wherever they stand; the other exports only as
+  // `wasm.NAME` in the JS, and by name in the wasm's own .d.ts.
   for (const file of readdirSync(dir)) {
     const wasmTypes = file.endsWith('_bg.wasm.d.ts');
-    if (!/\.js$/.test(file) && !wasmTypes) continue;
+    if (!/\.(js|ts)$/.test(file)) continue;
     let text = readFileSync(join(dir, file), 'utf8');
-    for (const [from, to] of exported) {
+    const taken = (to) => {
       if (new RegExp(`\\b${to}\\b`).test(text)) throw new Error(`${to} is taken in ${file}`);
-      const use = wasmTypes ? new RegExp(`\\b${from}\\b`, 'g') : new RegExp(`\\bwasm\\.${from}\\b`, 'g');
-      text = text.replace(use, wasmTypes ? to : `wasm.${to}`);
-      if (!wasmTypes && new RegExp(`\\bwasm\\.${from}\\b`).test(text)) throw new Error(`wasm.${from} left in ${file}`);
+    };
+    for (const [from, to] of renames) {
+      taken(to);
+      text = text.replaceAll(from, to);
+      if (text.includes(from)) throw new Error(`${from} left in ${file}`);
+    }
+    if (wasmTypes || file.endsWith('.js')) {
+      for (const [from, to] of exported) {
+        taken(to);
+        const use = wasmTypes ? new RegExp(`\\b${from}\\b`, 'g') : new RegExp(`\\bwasm\\.${from}\\b`, 'g');
+        text = text.replace(use, wasmTypes ? to : `wasm.${to}`);
+        if (!wasmTypes && new RegExp(`\\bwasm\\.${from}\\b`).test(text)) throw new Error(`wasm.${from} left in ${file}`);
+      }
     }
     writeFileSync(join(dir, file), text);
   }
