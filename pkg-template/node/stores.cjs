@@ -137,23 +137,30 @@ class FileStore {
 }
 
 // Every key is listed in the set of its directory (the key up to its last '/'), so that keys()
-// reads a set rather than SCANning the database.
-const SWAP = `
+// reads a set rather than SCANning the database: `put` writes KEYS[1] (deletes it, for nil) and
+// keeps it listed in that set, KEYS[2].
+const PUT = `
+local function put(value)
+  if value then
+    redis.call('SET', KEYS[1], value); redis.call('SADD', KEYS[2], KEYS[1])
+  else
+    redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], KEYS[1])
+  end
+end
+`;
+
+const SWAP = `${PUT}
 local cur = redis.call('GET', KEYS[1])
 if ARGV[1] == '0' then
   if cur then return 0 end
 elseif cur ~= ARGV[2] then
   return 0
 end
-if ARGV[3] == '0' then
-  redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[4]); redis.call('SADD', KEYS[2], KEYS[1])
-end
+put(ARGV[3] == '1' and ARGV[4] or nil)
 return 1`;
 
-const SET = `redis.call('SET', KEYS[1], ARGV[1]); redis.call('SADD', KEYS[2], KEYS[1]); return 1`;
-const DEL = `redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], KEYS[1]); return 1`;
+const SET = `${PUT} put(ARGV[1]) return 1`;
+const DEL = `${PUT} put(nil) return 1`;
 
 // The lease in KEYS[1] (its owner, expiring by Redis's own clock), its fence counter in KEYS[2].
 const LEASE = `
@@ -164,13 +171,9 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return tonumber(redis.call('GET', KEYS[2]))`;
 
 // A write (ARGV[2] '0': a delete) only while the fence counter in KEYS[3] is still ARGV[1].
-const FENCED = `
+const FENCED = `${PUT}
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '0' then
-  redis.call('DEL', KEYS[1]); redis.call('SREM', KEYS[2], KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[3]); redis.call('SADD', KEYS[2], KEYS[1])
-end
+put(ARGV[2] == '1' and ARGV[3] or nil)
 return 1`;
 
 const RELEASE = `

@@ -7,12 +7,9 @@
 // and the store's load (Redis commands per second, busy and idle). Needs EMULATOR_URL, a built
 // pkg/ and redis-server.
 import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Fleet, FileStore, serve, redisStore } from '../consumers/fleet/app.mjs';
+import { Fleet, FileStore, serve, redisStore, startRedis, spawnWorker } from '../consumers/fleet/app.mjs';
 
 const EMULATOR = process.env.EMULATOR_URL;
 if (!EMULATOR) throw new Error('EMULATOR_URL must point at a running emulator');
@@ -33,16 +30,12 @@ async function requests(list) {
   return n;
 }
 
-async function round(n) {
-  const dir = mkdtempSync(join(tmpdir(), 'b24-fleet-bench-'));
-  const { portals: list } = await ctl(EMULATOR, 'portals', { count: n, config: { rate_limit: RATE } });
-  let fleet;
-  const app = await serve({ install: (b) => fleet.install(b), uninstall: (b) => fleet.uninstall(b), signal: (b) => fleet.signal(b) });
-  fleet = new Fleet({
+/** The fleet's options for both rounds (the bench's app, the emulator's portals at RATE). */
+function benchOptions(url) {
+  return {
     oauth: { clientId: 'app.bench', clientSecret: 'secret' },
-    store: new FileStore(dir),
     events: ['ONCRMDEALUPDATE'],
-    signalUrl: `${app.url}/signal`,
+    signalUrl: `${url}/signal`,
     allowHttp: true,
     concurrency: 64,
     plan: { burst: RATE.burst, drainPerSec: RATE.drain_per_sec },
@@ -50,15 +43,33 @@ async function round(n) {
     strandedAfterMs: 120000,
     handlerTimeoutMs: 20000,
     timeoutMs: 10000,
-  });
+  };
+}
+
+/** The app installed on every portal, through the portals' install events. */
+async function installAll(list, url) {
   for (const p of list) {
-    const r = await ctl(p.origin, 'install', { client_id: 'app.bench', handler: `${app.url}/install` });
+    const r = await ctl(p.origin, 'install', { client_id: 'app.bench', handler: `${url}/install` });
     if (!r.delivered) throw new Error('install not delivered');
   }
+}
+
+/** PER_PORTAL changes queued on every portal. */
+async function queueChanges(list) {
   for (const p of list) {
     const items = Array.from({ length: PER_PORTAL }, (_, i) => ({ event: 'ONCRMDEALUPDATE', data: { FIELDS: { ID: String(i + 1) } } }));
     await ctl(p.origin, 'trigger', { items });
   }
+}
+
+async function round(n) {
+  const dir = mkdtempSync(join(tmpdir(), 'b24-fleet-bench-'));
+  const { portals: list } = await ctl(EMULATOR, 'portals', { count: n, config: { rate_limit: RATE } });
+  let fleet;
+  const app = await serve({ install: (b) => fleet.install(b), uninstall: (b) => fleet.uninstall(b), signal: (b) => fleet.signal(b) });
+  fleet = new Fleet({ ...benchOptions(app.url), store: new FileStore(dir) });
+  await installAll(list, app.url);
+  await queueChanges(list);
   global.gc?.();
   const rssBefore = process.memoryUsage().rss;
   let handled = 0;
@@ -100,14 +111,6 @@ async function round(n) {
   };
 }
 
-async function freePort() {
-  const s = createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.once('listening', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 /** User + system CPU seconds of a process so far (Linux). */
 function cpuOf(pid) {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
@@ -121,55 +124,21 @@ async function redisCommands(client) {
 
 /** Three worker processes (www/consumers/fleet/app.mjs) on one redis-server, sharing n portals. */
 async function shared(n, workers) {
-  const port = await freePort();
-  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  let seen = '';
-  await new Promise((resolve, reject) => {
-    redis.stdout.on('data', (d) => { seen += d; if (seen.includes('Ready to accept connections')) resolve(); });
-    redis.once('exit', (c) => reject(new Error(`redis-server exited (${c})`)));
-  });
+  const redis = await startRedis();
   const prefix = 'bench:';
-  const { store, client } = await redisStore(port, prefix);
+  const { store, client } = await redisStore(redis.port, prefix);
   const { portals: list } = await ctl(EMULATOR, 'portals', { count: n, config: { rate_limit: RATE } });
   let installer;
   const app = await serve({ install: (b) => installer.install(b), uninstall: (b) => installer.uninstall(b), signal: (b) => installer.signal(b) });
-  const options = {
-    oauth: { clientId: 'app.bench', clientSecret: 'secret' },
-    events: ['ONCRMDEALUPDATE'],
-    signalUrl: `${app.url}/signal`,
-    allowHttp: true,
-    concurrency: 64,
-    plan: { burst: RATE.burst, drainPerSec: RATE.drain_per_sec },
-    maxIdleDelay: 5000,
-    strandedAfterMs: 120000,
-    handlerTimeoutMs: 20000,
-    timeoutMs: 10000,
-    leaseMs: 9000,
-  };
+  const options = { ...benchOptions(app.url), leaseMs: 9000 };
   installer = new Fleet({ ...options, store });
-  for (const p of list) {
-    const r = await ctl(p.origin, 'install', { client_id: 'app.bench', handler: `${app.url}/install` });
-    if (!r.delivered) throw new Error('install not delivered');
-  }
+  await installAll(list, app.url);
   const lines = [];
-  const appFile = fileURLToPath(new URL('../consumers/fleet/app.mjs', import.meta.url));
-  const procs = Array.from({ length: workers }, (_, i) => {
-    const child = spawn(process.execPath, [appFile, JSON.stringify({ redisPort: port, prefix, worker: `b${i}`, options, handleMs: 0 })], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let at;
-      while ((at = buf.indexOf('\n')) >= 0) { lines.push(JSON.parse(buf.slice(0, at))); buf = buf.slice(at + 1); }
-    });
-    return { child, exited: new Promise((r) => child.once('exit', r)) };
-  });
+  const procs = Array.from({ length: workers }, (_, i) => spawnWorker({ redisPort: redis.port, prefix, worker: `b${i}`, options, handleMs: 0 }, lines));
   while (lines.filter((l) => l.ready).length < workers) await sleep(50);
   // Two scans (3 s each), so that the portals are shared before the changes come.
   await sleep(7000);
-  for (const p of list) {
-    const items = Array.from({ length: PER_PORTAL }, (_, i) => ({ event: 'ONCRMDEALUPDATE', data: { FIELDS: { ID: String(i + 1) } } }));
-    await ctl(p.origin, 'trigger', { items });
-  }
+  await queueChanges(list);
   const handled = () => lines.reduce((a, l) => a + (l.ids ? l.ids.length : 0), 0);
   const cpu0 = procs.reduce((a, p) => a + cpuOf(p.child.pid), 0);
   const cmd0 = await redisCommands(client);
@@ -192,7 +161,7 @@ async function shared(n, workers) {
   await Promise.all(procs.map((p) => p.exited));
   await client.quit();
   app.close();
-  redis.kill('SIGTERM');
+  redis.stop();
   const rate = (n * PER_PORTAL) / seconds;
   return {
     n,

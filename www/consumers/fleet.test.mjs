@@ -5,44 +5,27 @@
 // only their portal. Needs EMULATOR_URL and a built pkg/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { mkdtempSync, rmSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Fleet, FileStore, serve, redisStore } from './fleet/app.mjs';
+import { Fleet, FileStore, serve, redisStore, startRedis, spawnWorker } from './fleet/app.mjs';
 
 const EMULATOR = process.env.EMULATOR_URL;
 assert.ok(EMULATOR, 'EMULATOR_URL must point at a running emulator');
-const here = fileURLToPath(new URL('.', import.meta.url));
 const APP = 'app.fleet';
 const SECRET = 'fleet-secret';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const cleanup = [];
 let redis, redisPort;
 
-async function freePort() {
-  const s = createServer().listen(0, '127.0.0.1');
-  await new Promise((r) => s.once('listening', r));
-  const { port } = s.address();
-  await new Promise((r) => s.close(r));
-  return port;
-}
-
 before(async () => {
-  redisPort = await freePort();
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let seen = '';
-  await new Promise((resolve, reject) => {
-    redis.stdout.on('data', (d) => { seen += d; if (seen.includes('Ready to accept connections')) resolve(); });
-    redis.once('exit', (c) => reject(new Error(`redis-server exited (${c}): ${seen}`)));
-  });
+  redis = await startRedis();
+  redisPort = redis.port;
 });
 
 after(async () => {
   for (const f of cleanup.reverse()) await f();
-  redis?.kill('SIGTERM');
+  redis?.stop();
 });
 
 async function ctl(origin, path, body) {
@@ -118,6 +101,12 @@ async function storeContract(store) {
   assert.equal(await store.fenced('p', f3, 'a/j', null), true);
   assert.equal(await store.get('a/j'), null);
   assert.deepEqual(await store.keys('a/'), ['a/k']);
+  await store.set('a/s', 'x');
+  assert.deepEqual(await store.keys('a/'), ['a/k', 'a/s']);
+  await store.delete('a/s');
+  assert.equal(await store.swap('a/k', 'v2', null), true);
+  assert.equal(await store.get('a/k'), null);
+  assert.deepEqual(await store.keys('a/'), []);
 }
 
 test('the file store and the Redis store keep the store contract (swap, leases, fenced writes)', async () => {
@@ -188,16 +177,7 @@ test('three worker processes on Redis, one SIGKILLed, lose nothing and never dra
   const opts = options(app.url, { leaseMs: 3000, scanMs: 1000, handlerTimeoutMs: 2000, timeoutMs: 3000, strandedAfterMs: 15000, maxIdleDelay: 1000 });
   for (const p of list) await install(p.origin, app.url);
   const lines = [];
-  const workers = ['w1', 'w2', 'w3'].map((worker) => {
-    const child = spawn(process.execPath, [join(here, 'fleet/app.mjs'), JSON.stringify({ redisPort, prefix, worker, options: opts, handleMs: 50 })], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let buf = '';
-    child.stdout.on('data', (d) => {
-      buf += d;
-      let i;
-      while ((i = buf.indexOf('\n')) >= 0) { lines.push(JSON.parse(buf.slice(0, i))); buf = buf.slice(i + 1); }
-    });
-    return { worker, child, exited: new Promise((r) => child.once('exit', r)) };
-  });
+  const workers = ['w1', 'w2', 'w3'].map((worker) => spawnWorker({ redisPort, prefix, worker, options: opts, handleMs: 50 }, lines));
   cleanup.push(() => workers.forEach((w) => w.child.kill('SIGKILL')));
   const handled = () => new Set(lines.filter((l) => l.ids).flatMap((l) => l.ids.map((id) => `${l.member}/${id}`))).size;
   // Changes only once every worker is up (a worker alone takes every portal until it sees the

@@ -3,7 +3,10 @@
 // fleet.test.mjs, and as a worker process (node app.mjs WORKER_ARGS_JSON) for the multi-process
 // tests: it then prints one JSON line per handled batch and `{ "ready": port }` at start.
 import { createServer } from 'node:http';
+import { createServer as createTcpServer } from 'node:net';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
 import { Fleet, FileStore, RedisStore } from '../../../pkg/node/index.mjs';
 
 /** Reads a request body as text. */
@@ -40,6 +43,40 @@ export async function redisStore(port, prefix) {
   const client = createClient({ socket: { host: '127.0.0.1', port } });
   await client.connect();
   return { store: new RedisStore(client, { prefix }), client };
+}
+
+/** A loopback port nobody listens on now. */
+export async function freePort() {
+  const s = createTcpServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const { port } = s.address();
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** Debian's redis-server on a free loopback port, nothing saved; `stop()` ends it. */
+export async function startRedis() {
+  const port = await freePort();
+  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let seen = '';
+  await new Promise((resolve, reject) => {
+    redis.stdout.on('data', (d) => { seen += d; if (seen.includes('Ready to accept connections')) resolve(); });
+    redis.once('exit', (c) => reject(new Error(`redis-server exited (${c}): ${seen}`)));
+  });
+  return { port, stop: () => redis.kill('SIGTERM') };
+}
+
+/** This file as a worker process (the arguments of its worker mode below); each JSON line it
+ *  prints is pushed to `lines`. */
+export function spawnWorker(args, lines) {
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let buf = '';
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let i;
+    while ((i = buf.indexOf('\n')) >= 0) { lines.push(JSON.parse(buf.slice(0, i))); buf = buf.slice(i + 1); }
+  });
+  return { child, exited: new Promise((r) => child.once('exit', r)) };
 }
 
 export { Fleet, FileStore, RedisStore };
