@@ -26,6 +26,7 @@ use super::error::{code, B24Error, Kind, Result};
 use super::joint::{race, Alarm, Either};
 use super::journal::{Entry, Journal};
 use super::model::{Features, OfflineEvent, Taken};
+use super::objects::{fetch_objects, Found};
 use super::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use super::options::{ErrorPolicy, MalformedPolicy, Options};
 use super::platform::{Level, Platform};
@@ -45,6 +46,9 @@ pub struct Batch<D> {
     pub error: bool,
     /// Re-selected from the journal or taken over, not freshly reserved.
     pub recovered: bool,
+    /// `consume({ objects })`: per event, its object (`None`: it has no rule); empty until
+    /// fetched.
+    pub objects: Vec<Option<Found<D>>>,
 }
 
 impl<D> Batch<D> {
@@ -63,6 +67,7 @@ impl<D> Batch<D> {
             malformed: taken.malformed,
             error,
             recovered,
+            objects: Vec::new(),
         }
     }
 }
@@ -697,7 +702,7 @@ impl<P: Platform> Run<'_, P> {
     /// Hands one batch to the handler and settles it: what failed at once, what succeeded now
     /// or (`defer`) by the caller, with its next request. Returns `Done::Aborted` when the run
     /// was stopped while the handler was busy: the batch then stays journaled and comes back.
-    async fn process(&self, batch: Batch<P::Data>, defer: bool) -> Done {
+    async fn process(&self, mut batch: Batch<P::Data>, defer: bool) -> Done {
         let n = batch.events.len() as u64;
         let pid = batch.process_id.clone();
         self.busy.borrow_mut().push(pid.clone());
@@ -721,7 +726,7 @@ impl<P: Platform> Run<'_, P> {
                 }
             }
         }
-        let done = match self.handle(&batch).await {
+        let done = match self.handle(&mut batch).await {
             None => Done::Aborted,
             // Unreadable rows are settled after the rest is acknowledged: not deferred.
             Some(ids) if defer && batch.malformed.is_empty() && !ids.is_empty() => {
@@ -757,7 +762,7 @@ impl<P: Platform> Run<'_, P> {
 
     /// The handler's part: run it (bounded by the handler timeout and the abort signal), fail
     /// what it says failed, and return what succeeded, for acknowledging (`None`: aborted).
-    async fn handle(&self, batch: &Batch<P::Data>) -> Option<Vec<String>> {
+    async fn handle(&self, batch: &mut Batch<P::Data>) -> Option<Vec<String>> {
         if batch.events.is_empty() {
             return Some(Vec::new());
         }
@@ -768,12 +773,13 @@ impl<P: Platform> Run<'_, P> {
         let all = batch.message_ids();
         let limit = self.opts.handler_timeout_ms;
         let outcome = match race(
-            self.handler.handle(batch),
+            self.hand_over(batch),
             self.platform().sleep(limit, self.signal),
         )
         .await
         {
-            Either::Left(outcome) => outcome,
+            Either::Left(Some(outcome)) => outcome,
+            Either::Left(None) => return None,
             Either::Right(Ok(())) => {
                 self.progress.borrow_mut().timed_out += 1;
                 Outcome::Invalid(
@@ -815,6 +821,33 @@ impl<P: Platform> Run<'_, P> {
             self.fail(batch, &failed).await;
         }
         Some(all.into_iter().filter(|m| !failed.contains(m)).collect())
+    }
+
+    /// Runs the handler on the batch, with its events' objects fetched first when the run
+    /// asks for them (within the handler's time: the hold of a reservation counts on it).
+    /// `None`: aborted while fetching.
+    async fn hand_over(&self, batch: &mut Batch<P::Data>) -> Option<Outcome> {
+        if let Some(objects) = &self.opts.objects {
+            let queue = &self.flow.queue;
+            let fetched = fetch_objects(
+                queue.client,
+                objects,
+                &batch.events,
+                self.signal,
+                queue.connector,
+            )
+            .await;
+            match fetched {
+                Ok(found) => batch.objects = found,
+                Err(e) if e.is(code::ABORTED) => return None,
+                Err(e) => {
+                    return Some(Outcome::Invalid(
+                        ["its objects could not be fetched: ", &e.message()].concat(),
+                    ))
+                }
+            }
+        }
+        Some(self.handler.handle(batch).await)
     }
 
     /// Reports the rows of a batch that are not readable events (once per reservation), and

@@ -15,6 +15,7 @@ pub mod joint;
 pub mod journal;
 pub mod limiter;
 pub mod model;
+pub mod objects;
 pub mod offline;
 pub mod options;
 pub mod origin;
@@ -30,6 +31,8 @@ pub mod validate;
 mod consume_tests;
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod hostile_tests;
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod objects_tests;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 #[cfg(test)]

@@ -5,6 +5,7 @@
 use super::args::Tree;
 use super::digits::decimal;
 use super::error::{B24Error, Result};
+use super::objects::Objects;
 use super::offline::GetArgs;
 use super::time::MAX_DELAY_MS;
 use super::validate;
@@ -58,6 +59,8 @@ pub struct Options {
     pub handler_timeout_ms: f64,
     pub filter: Option<Tree>,
     pub order: Option<Tree>,
+    /// Fetch the objects the events name before the handler sees them (`objects`).
+    pub objects: Option<Objects>,
 }
 
 /// A reservation older than this, found by a sweep and journaled by nobody, is stranded.
@@ -104,6 +107,7 @@ impl Default for Options {
             handler_timeout_ms: HANDLER_TIMEOUT_MS,
             filter: None,
             order: None,
+            objects: None,
         }
     }
 }
@@ -220,6 +224,7 @@ impl Options {
             handler_timeout_ms: holds.handler_timeout_ms,
             filter: args.filter,
             order: args.order,
+            objects: Objects::resolve(given.tree("objects")?.as_ref())?,
         })
     }
 }

@@ -5,11 +5,12 @@
 //! trees as JSON.
 
 use super::client::Stats;
-use super::consume::Progress;
+use super::consume::{Batch, Progress};
 use super::fleet::worker::{Installed, PortalInfo, PortalStats};
 use super::frame::InitData;
 use super::limiter::MethodOperating;
 use super::model::{Binding, Bound, Features, ListPage, OfflineEvent};
+use super::objects::Found;
 use super::signal::Signal;
 
 /// A value as JavaScript gets it. `D` is the platform's opaque data, passed through.
@@ -62,18 +63,54 @@ fn data<D>(rows: &[D]) -> Out<'_, D> {
     Out::List(rows.iter().map(Out::Data).collect())
 }
 
+/// An event, with its object where `consume({ objects })` fetched one.
+fn event<'a, D>(e: &'a OfflineEvent<D>, found: Option<&'a Found<D>>) -> Out<'a, D> {
+    obj([
+        ("id", num(e.id as f64)),
+        ("messageId", text(&e.message_id)),
+        ("name", text(&e.name)),
+        ("timestamp", text(&e.timestamp)),
+        ("data", Some(Out::Data(&e.data))),
+        ("additional", Some(Out::Data(&e.additional))),
+        ("processId", e.process_id.as_deref().map(Out::Str)),
+        ("error", e.error.map(Out::Bool)),
+        (
+            "object",
+            found.map(|f| match f {
+                Found::Object(d) => Out::Data(d),
+                _ => Out::Null,
+            }),
+        ),
+        ("objectState", found.map(|f| Out::Str(f.state()))),
+        (
+            "objectError",
+            match found {
+                Some(Found::Failed(e)) => Some(obj([
+                    ("code", text(&e.code)),
+                    ("description", text(&e.description)),
+                ])),
+                _ => None,
+            },
+        ),
+    ])
+}
+
 impl<D> ToOut<D> for OfflineEvent<D> {
     fn out(&self) -> Out<'_, D> {
-        obj([
-            ("id", num(self.id as f64)),
-            ("messageId", text(&self.message_id)),
-            ("name", text(&self.name)),
-            ("timestamp", text(&self.timestamp)),
-            ("data", Some(Out::Data(&self.data))),
-            ("additional", Some(Out::Data(&self.additional))),
-            ("processId", self.process_id.as_deref().map(Out::Str)),
-            ("error", self.error.map(Out::Bool)),
-        ])
+        event(self, None)
+    }
+}
+
+/// A batch as its handler receives it: the events, with their objects if fetched.
+impl<D> ToOut<D> for Batch<D> {
+    fn out(&self) -> Out<'_, D> {
+        Out::List(
+            self.events
+                .iter()
+                .enumerate()
+                .map(|(i, e)| event(e, self.objects.get(i).and_then(Option::as_ref)))
+                .collect(),
+        )
     }
 }
 

@@ -446,7 +446,7 @@ pub(super) fn call_handler(
     batch: &Batch<JsData>,
     ctx: &Object,
 ) -> LocalBoxFuture<'static, Outcome> {
-    let p = call_async(func, &to_js(&batch.events), ctx);
+    let p = call_async(func, &to_js(batch), ctx);
     Box::pin(async move {
         match JsFuture::from(p).await {
             Err(e) => Outcome::Threw(

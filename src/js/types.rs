@@ -177,7 +177,29 @@ export interface OfflineEvent {
   processId?: string;
   /** list() only: whether the row is in the error queue. */
   error?: boolean;
+  /** consume({ objects }) only, for events with a rule: the object as the portal has it now
+   *  (objectState 'found'), else null. */
+  object?: Record<string, unknown> | null;
+  /** 'found'; 'deleted' (the event is a deletion: nothing fetched); 'gone' (the portal no
+   *  longer has it); 'failed' (the portal refused this get, or the event has no id: see
+   *  objectError). Absent for events without a rule. */
+  objectState?: 'found' | 'deleted' | 'gone' | 'failed';
+  objectError?: { code: string; description?: string; method?: string };
 }
+
+/** How the object of one event name is fetched: `method` with the id read from the event's
+ *  data at `id` (dotted, default 'FIELDS.ID') as parameter `param` (default 'id'), the object
+ *  taken from the result at `result` (a list stands for its first row), `params` sent too. */
+export interface ObjectRule {
+  method: string;
+  id?: string;
+  param?: string;
+  result?: string;
+  params?: Record<string, unknown>;
+}
+/** Rules by event name, over the built-in ones (CRM deal/lead/contact/company, tasks, new
+ *  users): a rule, `{ deleted: true }` for a deletion, or false for no object. */
+export type ObjectRules = Record<string, ObjectRule | { deleted: true } | false>;
 
 /** Filter keys carry the operator: '>ID', '<=TIMESTAMP_X', '!EVENT_NAME', 'MESSAGE_ID'. */
 export type EventFilter = Record<string, string | number | boolean | Array<string | number>>;
@@ -292,6 +314,11 @@ export interface ConsumeOptions extends SignalOptions, HoldOptions {
   /** Rows of a reservation that are not readable events: reported, then left reserved
    *  ('park', the default) or deleted ('clear'). */
   malformed?: 'park' | 'clear';
+  /** Step 3: hand each event over with the current state of its object (`object`,
+   *  `objectState`), fetched with one `batch` request per batch. true: the built-in rules;
+   *  an object: rules of the app's over them. Fetching counts within handlerTimeoutMs; when
+   *  the request fails as a whole, the batch fails (error queue) without reaching the handler. */
+  objects?: boolean | ObjectRules;
   onProgress?: (progress: ConsumeProgress) => void;
   /** Events given up: under { retries }, or parked so long that the portal would soon delete
    *  them (25 days after their last change). */
