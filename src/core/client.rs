@@ -10,7 +10,7 @@ use super::error::{code, B24Error, Kind, Result};
 use super::limiter::{Bucket, MethodOperating, Operating, RateLimit};
 use super::model::Features;
 use super::origin::Origin;
-use super::platform::{HttpRequest, Level, Platform, TransportError};
+use super::platform::{Context, HttpRequest, Level, Platform, TransportError};
 use super::retry::{decide, Decision, Idempotency, RetryPolicy};
 use std::cell::RefCell;
 
@@ -202,6 +202,16 @@ impl<P: Platform> Client<P> {
         }
     }
 
+    /// Logs through the platform, with this client's portal in the context.
+    pub fn log(&self, level: Level, message: &str, method: Option<&str>, process_id: Option<&str>) {
+        let context = Context {
+            portal: Some(&self.config.origin.host),
+            method,
+            process_id,
+        };
+        self.platform.log(level, message, &context);
+    }
+
     /// The token to send, refreshed first when it is due.
     pub async fn fresh_token(&self) -> Result<(String, u64)> {
         let now = self.platform.now_ms();
@@ -212,9 +222,11 @@ impl<P: Platform> Client<P> {
                     return Err(e);
                 }
                 // Not expired yet: go on with the current token, a 401 will try again.
-                self.platform.log(
+                self.log(
                     Level::Warn,
                     &["token refresh ahead of expiry failed: ", &e.message()].concat(),
+                    None,
+                    None,
                 );
             }
         }
@@ -329,7 +341,7 @@ impl<P: Platform> Client<P> {
                 self.platform.random(),
             ) {
                 Decision::Refresh if self.auth.can_refresh() => {
-                    self.platform.log(
+                    self.log(
                         Level::Info,
                         &[
                             "refreshing the access token after ",
@@ -338,6 +350,8 @@ impl<P: Platform> Client<P> {
                             method,
                         ]
                         .concat(),
+                        Some(method),
+                        None,
                     );
                     self.auth
                         .refresh(generation)
@@ -348,7 +362,7 @@ impl<P: Platform> Client<P> {
                 Decision::Retry(ms) => {
                     attempt += 1;
                     self.state.borrow_mut().stats.retries += 1;
-                    self.platform.log(
+                    self.log(
                         Level::Warn,
                         &[
                             "retrying ",
@@ -360,6 +374,8 @@ impl<P: Platform> Client<P> {
                             ")",
                         ]
                         .concat(),
+                        Some(method),
+                        None,
                     );
                     self.platform.sleep(ms, opts.signal).await?;
                 }

@@ -463,7 +463,7 @@ impl<P: Platform> Flow<'_, P> {
     pub async fn release(&self, process_id: &str, signal: Option<&P::Signal>) -> Result<u64> {
         let sent = self.to_error_queue(process_id, None, signal).await?;
         self.journal.remove(process_id).await?;
-        self.queue.client.platform.log(
+        self.queue.client.log(
             Level::Info,
             &[
                 "released a stranded reservation of ",
@@ -471,6 +471,8 @@ impl<P: Platform> Flow<'_, P> {
                 " events into the error queue",
             ]
             .concat(),
+            None,
+            Some(process_id),
         );
         Ok(sent.len() as u64)
     }
@@ -678,8 +680,9 @@ impl<P: Platform> Run<'_, P> {
                 .unwrap_or(false)
     }
 
-    fn log(&self, level: Level, message: &str) {
-        self.platform().log(level, message);
+    /// Logs with the portal and, where there is one, the reservation in the context.
+    fn log(&self, level: Level, message: &str, process_id: Option<&str>) {
+        self.flow.queue.client.log(level, message, None, process_id);
     }
 
     fn settled(&self, n: usize) {
@@ -801,6 +804,7 @@ impl<P: Platform> Run<'_, P> {
                     self.log(
                         Level::Warn,
                         &["the handler's { failed } is not usable, so the whole batch failed: failed", &why].concat(),
+                        Some(&batch.process_id),
                     );
                     all.clone()
                 }
@@ -809,11 +813,16 @@ impl<P: Platform> Run<'_, P> {
                 self.log(
                     Level::Warn,
                     &["the handler threw; the whole batch failed: ", &why].concat(),
+                    Some(&batch.process_id),
                 );
                 all.clone()
             }
             Outcome::Invalid(why) => {
-                self.log(Level::Warn, &["the whole batch failed: ", &why].concat());
+                self.log(
+                    Level::Warn,
+                    &["the whole batch failed: ", &why].concat(),
+                    Some(&batch.process_id),
+                );
                 all.clone()
             }
         };
@@ -868,6 +877,7 @@ impl<P: Platform> Run<'_, P> {
                     " rows of a reservation are not readable events (reported to onMalformed)",
                 ]
                 .concat(),
+                Some(pid),
             );
             self.reporter.malformed(rows);
         }
@@ -926,6 +936,7 @@ impl<P: Platform> Run<'_, P> {
                 &e.message(),
             ]
             .concat(),
+            None,
         );
     }
 
@@ -1029,6 +1040,7 @@ impl<P: Platform> Run<'_, P> {
                             &e.message(),
                         ]
                         .concat(),
+                        None,
                     );
                     self.flush(&mut acks).await;
                     let delay = self
@@ -1243,6 +1255,7 @@ pub async fn consume<P: Platform>(
         run.log(
             Level::Warn,
             &["the consumer goes on after: ", &e.message()].concat(),
+            None,
         );
         reporter.error(&e);
         Ok(true)

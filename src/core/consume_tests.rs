@@ -92,7 +92,9 @@ fn a_throwing_handler_fails_its_whole_batch() {
         .borrow()
         .logs
         .iter()
-        .any(|l| l.contains("the handler threw")));
+        .any(|l| l.contains("the handler threw")
+            && l.contains(" portal=")
+            && l.contains(" processId=")));
 }
 
 #[test]

@@ -35,6 +35,16 @@ pub enum TransportError {
     },
 }
 
+/// Where a log message comes from, for structured loggers (the official SDK's
+/// `LoggerInterface` takes a context object): the portal's host, the REST method, the
+/// reservation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub portal: Option<&'a str>,
+    pub method: Option<&'a str>,
+    pub process_id: Option<&'a str>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
     Debug,
@@ -94,5 +104,5 @@ pub trait Platform: 'static {
     /// The entries of an object, in order.
     fn entries(value: &Self::Data) -> Option<Vec<(String, Self::Data)>>;
     /// The app's logger, if any. Messages never contain credentials.
-    fn log(&self, level: Level, message: &str);
+    fn log(&self, level: Level, message: &str, context: &Context<'_>);
 }

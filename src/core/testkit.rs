@@ -11,7 +11,7 @@ use super::client::{Client, Config};
 use super::error::Result;
 use super::joint::LocalBoxFuture;
 use super::origin::Origin;
-use super::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
+use super::platform::{Context, HttpRequest, HttpResponse, Level, Platform, TransportError};
 use serde_json::{json, Map, Value};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -287,11 +287,19 @@ impl Platform for Fake {
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
-    fn log(&self, level: Level, message: &str) {
-        self.seen
-            .borrow_mut()
-            .logs
-            .push([level.name(), ": ", message].concat());
+    fn log(&self, level: Level, message: &str, context: &Context<'_>) {
+        let mut line = [level.name(), ": ", message].concat();
+        for (k, v) in [
+            (" portal=", context.portal),
+            (" method=", context.method),
+            (" processId=", context.process_id),
+        ] {
+            if let Some(v) = v {
+                line.push_str(k);
+                line.push_str(v);
+            }
+        }
+        self.seen.borrow_mut().logs.push(line);
     }
 }
 

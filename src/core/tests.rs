@@ -268,6 +268,14 @@ fn tokens_never_reach_errors_or_logs() {
         assert!(!text.contains(SECRET) && !text.contains("fresh-"), "{text}");
     }
     assert_eq!(e.code, "expired_token");
+    // Structured loggers get the portal and the method with each message.
+    assert!(
+        seen.logs.iter().any(|l| l.starts_with("info: refreshing")
+            && l.contains(" portal=")
+            && l.ends_with(" method=profile")),
+        "{:?}",
+        seen.logs
+    );
 }
 
 #[test]

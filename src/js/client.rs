@@ -1,7 +1,9 @@
 //! `Bitrix24`: a client of one portal with one token source.
 
 use super::calls::{promise, run_batch, run_call, WebClient};
-use super::convert::{field, js_error, opt_bool, opt_f64, opt_fn, opt_str, options, req_str};
+use super::convert::{
+    field, js_error, opt_bool, opt_f64, opt_fn, opt_logger, opt_str, options, req_str,
+};
 use super::platform::{to_js, WebPlatform};
 use super::queue::OfflineQueue;
 use crate::auth::{expiry, CallbackRefresher};
@@ -93,7 +95,7 @@ impl Bitrix24 {
     ) -> Result<Bitrix24> {
         let cfg = config(opts, origin)?;
         let platform = WebPlatform {
-            logger: opt_fn(opts, "logger")?,
+            logger: opt_logger(opts)?,
         };
         Ok(Bitrix24 {
             client: Rc::new(Client::new(platform, cfg, Auth::new(token, refresher))),

@@ -122,6 +122,27 @@ pub fn opt_fn(v: &JsValue, key: &str) -> Result<Option<Function>> {
     }
 }
 
+/// `logger`: a function `(level, message, context)`, or an object with the official SDK's
+/// `LoggerInterface` methods (at least debug, info, warning and error).
+pub fn opt_logger(v: &JsValue) -> Result<Option<JsValue>> {
+    let Some(f) = field(v, "logger") else {
+        return Ok(None);
+    };
+    let methods = ["debug", "info", "warning", "error"];
+    if f.is_function()
+        || (f.is_object()
+            && methods
+                .iter()
+                .all(|m| field(&f, m).is_some_and(|x| x.is_function())))
+    {
+        return Ok(Some(f));
+    }
+    Err(wrong(
+        "logger",
+        "a function (level, message, context) or an object with debug, info, warning and error methods (the official SDK's LoggerInterface)",
+    ))
+}
+
 pub fn opt_signal(v: &JsValue) -> Result<Option<AbortSignal>> {
     match field(v, "signal") {
         None => Ok(None),

@@ -3,7 +3,7 @@
 //! adapts the app's store object, and calls the handler and callbacks.
 
 use super::calls::promise;
-use super::convert::{field, js_error, opt_fn, options};
+use super::convert::{field, js_error, opt_fn, opt_logger, options};
 use super::flow::{batch_context, call_handler};
 use super::platform::{key, put, to_js, JsData, WebPlatform};
 use super::signal::payload;
@@ -358,7 +358,7 @@ impl Fleet {
                 }
             }
             let platform = WebPlatform {
-                logger: opt_fn(&opts, "logger")?,
+                logger: opt_logger(&opts)?,
             };
             let worker = settings.worker.clone();
             let store = Rc::new(JsFleetStore {

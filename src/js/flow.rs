@@ -18,7 +18,6 @@ use crate::core::journal::Journal;
 use crate::core::model::OfflineEvent;
 use crate::core::offline::{GetArgs, Queue};
 use crate::core::options::{get_args, reserve_args, Holds, Options};
-use crate::core::platform::Platform;
 use crate::core::validate;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use std::cell::RefCell;
@@ -522,7 +521,7 @@ pub(super) fn take(parts: Parts, opts: Option<JsValue>) -> Promise {
         let signal = opt_signal(&opts)?;
         let taken = parts.queue().get(&args, signal.as_ref()).await?;
         if !taken.malformed.is_empty() {
-            parts.client.platform.log(
+            parts.client.log(
                 crate::core::platform::Level::Warn,
                 &[
                     "take() read ",
@@ -530,6 +529,8 @@ pub(super) fn take(parts: Parts, opts: Option<JsValue>) -> Promise {
                     " rows that are not readable events; the portal deleted them with the rest",
                 ]
                 .concat(),
+                None,
+                taken.process_id.as_deref(),
             );
         }
         Ok(to_js(&taken.events))

@@ -172,3 +172,22 @@ export function callAsync(fn, a, b) {
     return Promise.reject(e);
   }
 }
+
+/**
+ * One message to the app's logger: a function `(level, message, context)`, or an object with
+ * the official SDK's LoggerInterface methods (`warn` goes to `warning`). The context holds what
+ * is known: `portal` (host), `method`, `processId`. A logger that throws or rejects is ignored:
+ * logging never breaks the work (and a rejection must not become an unhandled one).
+ */
+export function logTo(logger, level, message, portal, method, processId) {
+  const context = {};
+  if (portal) context.portal = portal;
+  if (method) context.method = method;
+  if (processId) context.processId = processId;
+  try {
+    const r = typeof logger === 'function' ? logger(level, message, context) : logger[level === 'warn' ? 'warning' : level](message, context);
+    if (r && typeof r.then === 'function') r.then(undefined, () => {});
+  } catch {
+    // The app's logger failed: nothing to do about it here.
+  }
+}

@@ -4,10 +4,10 @@
 use crate::core::args::{Arg, Body};
 use crate::core::error::{B24Error, Result};
 use crate::core::out::{Out, ToOut};
-use crate::core::platform::{HttpRequest, HttpResponse, Level, Platform, TransportError};
+use crate::core::platform::{Context, HttpRequest, HttpResponse, Level, Platform, TransportError};
 use crate::transport;
 pub use crate::transport::{prop, put};
-use js_sys::{Array, Function, Object, Reflect};
+use js_sys::{Array, Object, Reflect};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::AbortSignal;
@@ -16,10 +16,25 @@ use web_sys::AbortSignal;
 #[derive(Debug, Clone)]
 pub struct JsData(pub JsValue);
 
+#[wasm_bindgen(module = "/src/js/glue.js")]
+extern "C" {
+    /// Hands one message to the app's logger (glue.js; empty context parts are left out).
+    #[wasm_bindgen(js_name = logTo)]
+    fn log_to(
+        logger: &JsValue,
+        level: &str,
+        message: &str,
+        portal: &str,
+        method: &str,
+        process_id: &str,
+    );
+}
+
 #[derive(Clone)]
 pub struct WebPlatform {
-    /// `(level, message) => void`, the app's logger.
-    pub logger: Option<Function>,
+    /// The app's logger: `(level, message, context) => void`, or an object with the official
+    /// SDK's `LoggerInterface` methods (checked by [`super::convert::opt_logger`]).
+    pub logger: Option<JsValue>,
 }
 
 thread_local! {
@@ -201,12 +216,15 @@ impl Platform for WebPlatform {
         )
     }
 
-    fn log(&self, level: Level, message: &str) {
-        if let Some(f) = &self.logger {
-            let _ = f.call2(
-                &JsValue::NULL,
-                &JsValue::from_str(level.name()),
-                &JsValue::from_str(message),
+    fn log(&self, level: Level, message: &str, context: &Context<'_>) {
+        if let Some(logger) = &self.logger {
+            log_to(
+                logger,
+                level.name(),
+                message,
+                context.portal.unwrap_or_default(),
+                context.method.unwrap_or_default(),
+                context.process_id.unwrap_or_default(),
             );
         }
     }

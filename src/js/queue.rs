@@ -11,7 +11,6 @@ use crate::core::digits::decimal;
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
-use crate::core::platform::Platform;
 use crate::core::validate;
 use js_sys::{Function, Object, Promise};
 use std::cell::RefCell;
@@ -298,7 +297,7 @@ impl OfflineQueue {
                         return Ok(step(JsValue::UNDEFINED, true));
                     };
                     if !page.malformed.is_empty() {
-                        client.platform.log(
+                        client.log(
                             crate::core::platform::Level::Warn,
                             &[
                                 "listAll() skipped ",
@@ -306,6 +305,8 @@ impl OfflineQueue {
                                 " rows that are not readable events",
                             ]
                             .concat(),
+                            None,
+                            None,
                         );
                     }
                     buffer.borrow_mut().extend(page.events.iter().map(to_js));

@@ -13,8 +13,19 @@ export type B24ErrorCode = string;
 /** Request-rate presets, a custom leaky bucket, or false to turn the limiter off. */
 export type Limits = 'standard' | 'enterprise' | { burst: number; drainPerSec: number } | boolean;
 
-/** Receives the library's log lines; they never contain tokens. */
-export type Logger = (level: 'debug' | 'info' | 'warn' | 'error', message: string) => void;
+/** What a log line is about, where known: the portal's host, the REST method, the reservation. */
+export interface LogContext { portal?: string; method?: string; processId?: string }
+/** The official SDK's LoggerInterface (or any object with these methods); promises it returns
+ *  are not awaited, and its failures are ignored. */
+export interface LoggerObject {
+  debug(message: string, context?: LogContext): unknown;
+  info(message: string, context?: LogContext): unknown;
+  warning(message: string, context?: LogContext): unknown;
+  error(message: string, context?: LogContext): unknown;
+}
+/** Receives the library's log lines, which never contain tokens: a function, or a
+ *  LoggerInterface of @bitrix24/b24jssdk ('warn' lines go to its warning()). */
+export type Logger = ((level: 'debug' | 'info' | 'warn' | 'error', message: string, context: LogContext) => void) | LoggerObject;
 
 export interface ClientOptions {
   /** Request-rate limiter (default 'standard': 50 at once, 2 per second). */

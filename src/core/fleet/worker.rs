@@ -18,7 +18,7 @@ use super::super::journal::{Journal, Store};
 use super::super::limiter::RateLimit;
 use super::super::model::{Bound, OfflineEvent};
 use super::super::offline::Queue;
-use super::super::platform::{Level, Platform};
+use super::super::platform::{Context, Level, Platform};
 use super::super::signal::{constant_time_eq, field, verify};
 use super::install::{member_id, Install, Uninstall};
 use super::oauth::{change_record, read_record, record_key, PortalTokens};
@@ -455,6 +455,7 @@ impl<P: Platform + Clone> Fleet<P> {
                 me.platform.log(
                     Level::Warn,
                     &["the fleet's scan failed: ", &e.message()].concat(),
+                    &Context::default(),
                 );
             }
             let wait = me.platform.sleep(me.settings.scan_ms, None);

@@ -10,8 +10,11 @@ export async function run(domain: string, accessToken: string): Promise<number> 
     expiresIn: 3600,
     refresh: async ({ refreshToken }) => ({ accessToken: refreshToken ?? '', expiresIn: 3600 }),
     limits: { burst: 50, drainPerSec: 2 },
-    logger: (level, message) => console.log(level, message),
+    logger: (level, message, context) => console.log(level, message, context.portal, context.processId),
   });
+  // The official SDK's LoggerInterface shape, methods returning promises.
+  const sdkLike = { debug: async (m: string) => console.debug(m), info: async (m: string) => console.info(m), warning: async (m: string, c?: Record<string, any>) => console.warn(m, c?.method), error: async (m: string) => console.error(m) };
+  const other: Bitrix24 = Bitrix24.withToken({ domain, accessToken, logger: sdkLike });
   const q = b24.offline({ connector: 'erp', store: 'memory' });
   const features = await q.features();
   if (!features.extended) return 0;
@@ -24,6 +27,17 @@ export async function run(domain: string, accessToken: string): Promise<number> 
   const summary: ConsumeSummary = await q.consume(
     async (events, ctx) => (ctx.fromErrorQueue ? undefined : { failed: events.filter((e) => e.name === 'X').map((e) => e.messageId) }),
     { limit: 50, errors: { retries: 3 }, onProgress: (p) => console.log(p.acked, p.remaining ?? 0) },
+  );
+  // Step 3: each event with its object.
+  await other.offline({ store: 'memory' }).consume(
+    (events) => {
+      for (const e of events) {
+        if (e.objectState === 'found' && e.object) console.log(e.object['TITLE']);
+        else if (e.objectState === 'failed') console.log(e.objectError?.code);
+      }
+      return { failed: events.filter((e) => e.objectState === 'failed') };
+    },
+    { objects: { ONCRMACTIVITYADD: { method: 'crm.activity.get' }, ONCRMDEALDELETE: { deleted: true }, ONUSERADD: false } },
   );
   const deal: unknown = await b24.call('crm.deal.get', { id: id ?? 1 });
   const batch = await b24.batch({ a: ['crm.deal.get', { id: 1 }] }, { halt: true });
