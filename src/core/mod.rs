@@ -20,6 +20,7 @@ pub mod offline;
 pub mod options;
 pub mod origin;
 pub mod out;
+pub mod pages;
 pub mod platform;
 pub mod read;
 pub mod retry;

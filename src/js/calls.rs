@@ -1,13 +1,15 @@
 //! A portal's calls as Promises, shared by `Bitrix24` and `OfflineQueue`: the one promise
-//! bridge (rejecting with a `B24Error`), `call`/`callPage` and `batch`.
+//! bridge (rejecting with a `B24Error`), `call`/`callPage`, `batch` and the list pagers
+//! (`fetchList`/`callList`).
 
-use super::convert::{js_error, opt_bool, opt_signal, opt_str, options, tree};
+use super::convert::{field, js_error, opt_bool, opt_signal, opt_str, options, tree};
 use super::platform::{key, put, JsData, WebPlatform};
 use crate::core::args::{Body, Tree};
 use crate::core::batch::{self, Command};
 use crate::core::client::{CallOptions, Client};
 use crate::core::digits::decimal;
 use crate::core::error::{B24Error, Result};
+use crate::core::pages::{ListPager, ListParams};
 use crate::core::retry::{is_read_method, Idempotency};
 use crate::core::validate;
 use js_sys::{Object, Promise};
@@ -168,6 +170,67 @@ pub fn run_batch(
         put(&out, &key("errors"), &errors);
         put(&out, &key("total"), &totals);
         put(&out, &key("next"), &nexts);
+        Ok(out.into())
+    })
+}
+
+/// The pager of `fetchList`, from the app's arguments.
+fn list_pager(
+    method: &str,
+    params: Option<&JsValue>,
+    opts: Option<&JsValue>,
+) -> Result<(ListPager<JsData>, Option<web_sys::AbortSignal>)> {
+    let opts = options(opts, "options")?;
+    let params = params.filter(|p| !p.is_undefined() && !p.is_null());
+    let given = match params {
+        None => ListParams {
+            params: None,
+            filter: None,
+            order: None,
+            start: false,
+        },
+        Some(p) if !p.is_object() || js_sys::Array::is_array(p) => {
+            return Err(B24Error::invalid("params", "must be an object"))
+        }
+        Some(p) => ListParams {
+            filter: field(p, "filter").map(JsData),
+            order: field(p, "order").map(JsData),
+            start: field(p, "start").is_some(),
+            params: Some(JsData(p.clone())),
+        },
+    };
+    let pager = ListPager::new::<WebPlatform>(
+        method,
+        given,
+        opt_str(&opts, "idKey")?,
+        opt_str(&opts, "resultKey")?,
+    )?;
+    Ok((pager, opt_signal(&opts)?))
+}
+
+/// One page of `fetchList()` (the package's facade is the iterator, holding the position
+/// between pages): `{ rows, next }`, `next` absent after the last page. Bad arguments reject
+/// the first page, before any request.
+pub fn list_page(
+    client: Rc<WebClient>,
+    method: String,
+    params: Option<JsValue>,
+    opts: Option<JsValue>,
+    at: JsValue,
+) -> Promise {
+    promise(async move {
+        let (pager, signal) = list_pager(&method, params.as_ref(), opts.as_ref())?;
+        let at = match at.as_f64() {
+            Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => n as u64,
+            _ => return Err(B24Error::invalid("at", "must be a page position from fetchList")),
+        };
+        let (rows, next) = pager.page(at, &client, signal.as_ref(), None).await?;
+        let out = Object::new();
+        let rows: js_sys::Array = rows.into_iter().map(|r| r.0).collect();
+        put(&out, &key("rows"), &rows);
+        if let Some(n) = next {
+            put(&out, &key("next"), &JsValue::from_f64(n as f64));
+        }
         Ok(out.into())
     })
 }

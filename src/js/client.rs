@@ -188,6 +188,19 @@ impl Bitrix24 {
         run_call(self.client.clone(), method, params, options, None, true)
     }
 
+    /// One page of a list method from a position (the package's `fetchList` iterator calls it;
+    /// not for apps).
+    #[wasm_bindgen(js_name = listPage, unchecked_return_type = "Promise<{ rows: unknown[]; next?: number }>")]
+    pub fn list_page(
+        &self,
+        method: String,
+        params: Option<JsValue>,
+        options: Option<JsValue>,
+        at: JsValue,
+    ) -> Promise {
+        super::calls::list_page(self.client.clone(), method, params, options, at)
+    }
+
     /// Many calls in as few requests as possible (50 per request).
     #[wasm_bindgen(unchecked_return_type = "Promise<BatchResult>")]
     pub fn batch(

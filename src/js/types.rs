@@ -64,6 +64,24 @@ export interface TokenOptions extends ClientOptions {
 
 export interface SignalOptions { signal?: AbortSignal }
 
+export interface Bitrix24 {
+  /** Every page of a list method (arrays of rows), read as you iterate: by `>ID` without
+   *  counting where the order allows it (no order, or ascending by the id; fast on large lists,
+   *  and no row skipped when rows are deleted meanwhile), else by offset. Bad arguments reject
+   *  the first page, before any request. */
+  fetchList(method: string, params?: Record<string, unknown>, options?: FetchListOptions): AsyncGenerator<unknown[], void, undefined>;
+  /** Every row of a list method: all the pages `fetchList` reads, in one array. */
+  callList(method: string, params?: Record<string, unknown>, options?: FetchListOptions): Promise<unknown[]>;
+}
+
+/** `fetchList` / `callList`: how to read the rows of a list method. */
+export interface FetchListOptions extends SignalOptions {
+  /** The rows' id field, for paging by it (default 'ID'; 'id' for tasks.task.list). */
+  idKey?: string;
+  /** Where the rows are in the result, for methods that wrap them ('tasks' for tasks.task.list). */
+  resultKey?: string;
+}
+
 export interface FrameOptions extends ClientOptions {
   /** How long to wait for the portal's answers to getInitData and refreshAuth (default 5000
    *  ms). `timeoutMs` is the REST timeout, as everywhere. */

@@ -81,6 +81,39 @@ async function scriptBuild() {
   );
 }
 
+/** The few methods that are compositions of others, added where wasm-bindgen defines the
+ *  class (typed in src/js/types.rs): `fetchList` is an async generator over the wasm's
+ *  `listPage` (the core's pager; the generator only holds the position between pages) and
+ *  `callList` collects it. `listPage` is left out of the types: it is not for apps. */
+function facade(dir) {
+  const file = readdirSync(dir).map((f) => join(dir, f)).find((f) => f.endsWith('.js') && /^(?:export )?class Bitrix24\b/m.test(readFileSync(f, 'utf8')));
+  if (!file) throw new Error(`no class Bitrix24 in ${dir}`);
+  writeFileSync(
+    file,
+    readFileSync(file, 'utf8') +
+      `\nBitrix24.prototype.fetchList = async function* fetchList(method, params, options) {\n` +
+      `  for (let at = 0; at !== undefined; ) {\n` +
+      `    const page = await this.listPage(method, params, options, at);\n` +
+      `    at = page.next;\n` +
+      `    yield page.rows;\n` +
+      `  }\n` +
+      `};\n` +
+      `Bitrix24.prototype.callList = async function callList(method, params, options) {\n` +
+      `  const all = [];\n` +
+      `  for await (const page of this.fetchList(method, params, options)) for (const row of page) all.push(row);\n` +
+      `  return all;\n` +
+      `};\n`,
+  );
+  const types = join(dir, `${NAME}.d.ts`);
+  const lines = readFileSync(types, 'utf8').split('\n');
+  const at = lines.findIndex((l) => /^\s+listPage\(/.test(l));
+  if (at < 0) throw new Error(`no listPage in ${types}`);
+  let from = at;
+  if (/\*\/\s*$/.test(lines[at - 1])) while (!/^\s*\/\*\*/.test(lines[from - 1])) from--;
+  lines.splice(from - (from < at ? 1 : 0), at - from + 1 + (from < at ? 1 : 0));
+  writeFileSync(types, lines.join('\n'));
+}
+
 /** LEB128, unsigned: [value, bytes read] from `buf` at `at`. */
 function leb(buf, at) {
   let value = 0, shift = 0, i = at;
@@ -287,6 +320,7 @@ for (const [dir, built] of TARGETS) {
   } else {
     writeFileSync(entry, readFileSync(entry, 'utf8') + `export { B24Error } from ${JSON.stringify(rel)};\n`);
   }
+  facade(to);
   fixTypes(join(to, `${NAME}.d.ts`));
   shortenNames(to);
   minify(entry, dir !== 'node');
