@@ -141,7 +141,9 @@ impl<D: Clone> ListPager<D> {
             signal,
             connector,
         };
-        let reply = client.call(&self.method, &self.body::<P>(at), &opts).await?;
+        let reply = client
+            .call(&self.method, &self.body::<P>(at), &opts)
+            .await?;
         let next = reply.next;
         let result = reply.into_result()?;
         let rows = match &self.result_key {
@@ -224,10 +226,7 @@ mod tests {
     }
 
     /// Every page of a pager, as the ids of their rows.
-    fn read_all(
-        world: &World,
-        p: ListPager<Value>,
-    ) -> crate::core::error::Result<Vec<Vec<u64>>> {
+    fn read_all(world: &World, p: ListPager<Value>) -> crate::core::error::Result<Vec<Vec<u64>>> {
         let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
         let mut pages = Vec::new();
         let mut at = Some(0);

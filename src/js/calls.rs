@@ -222,7 +222,12 @@ pub fn list_page(
         let (pager, signal) = list_pager(&method, params.as_ref(), opts.as_ref())?;
         let at = match at.as_f64() {
             Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => n as u64,
-            _ => return Err(B24Error::invalid("at", "must be a page position from fetchList")),
+            _ => {
+                return Err(B24Error::invalid(
+                    "at",
+                    "must be a page position from fetchList",
+                ))
+            }
         };
         let (rows, next) = pager.page(at, &client, signal.as_ref(), None).await?;
         let out = Object::new();
