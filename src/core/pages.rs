@@ -8,12 +8,10 @@
 //! any other order it pages by offset, following the portal's `next`.
 
 use super::args::{Arg, Body};
-use super::client::{CallOptions, Client};
-use super::envelope::shape;
+use super::envelope::{shape, Reply};
 use super::error::{B24Error, Result};
 use super::platform::Platform;
 use super::read::uint;
-use super::retry::Idempotency;
 use super::validate;
 
 /// Rows a list method answers at most per page (every method of the REST API).
@@ -97,8 +95,11 @@ impl<D: Clone> ListPager<D> {
         self.by_key
     }
 
-    /// The request for the page at `at`: after the id `at` (by key), or from the offset `at`.
-    fn body<P: Platform<Data = D>>(&self, at: u64) -> Body<D> {
+    /// The request for the page at `at` (0 for the first): after the id `at` (by key), or from
+    /// the offset `at`. The position is all the state there is, so the caller holds it (the
+    /// JavaScript iterator, between its `next()` calls) and sends the request itself (through
+    /// the one call path of `call`/`callPage`).
+    pub fn request<P: Platform<Data = D>>(&self, at: u64) -> Body<D> {
         let mut body = Body::of(self.params.clone());
         if !self.by_key {
             body.set("start", Arg::Int(at as i64));
@@ -126,24 +127,13 @@ impl<D: Clone> ListPager<D> {
         body
     }
 
-    /// The page at `at` (0 for the first): its rows, and where the next page is (`None` after
-    /// the last). The position is all the state there is, so a caller may hold it anywhere
-    /// (the JavaScript iterator keeps it between its `next()` calls).
-    pub async fn page<P: Platform<Data = D>>(
+    /// The rows of the answer to `request(at)`, and where the next page is (`None` after the
+    /// last).
+    pub fn read<P: Platform<Data = D>>(
         &self,
         at: u64,
-        client: &Client<P>,
-        signal: Option<&P::Signal>,
-        connector: Option<&str>,
-    ) -> Result<(Vec<P::Data>, Option<u64>)> {
-        let opts = CallOptions {
-            idempotency: Idempotency::Safe,
-            signal,
-            connector,
-        };
-        let reply = client
-            .call(&self.method, &self.body::<P>(at), &opts)
-            .await?;
+        reply: Reply<D>,
+    ) -> Result<(Vec<D>, Option<u64>)> {
         let next = reply.next;
         let result = reply.into_result()?;
         let rows = match &self.result_key {
@@ -175,6 +165,8 @@ impl<D: Clone> ListPager<D> {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
+    use crate::core::client::CallOptions;
+    use crate::core::retry::Idempotency;
     use crate::core::testkit::{block_on, client, Fake};
     use crate::core::testworld::{Net, World};
     use serde_json::{json, Value};
@@ -225,13 +217,24 @@ mod tests {
         }
     }
 
+    /// One page, as `fetchList` gets it: the request, through the client, and its rows.
+    fn page(
+        p: &ListPager<Value>,
+        at: u64,
+        c: &crate::core::client::Client<Fake>,
+    ) -> crate::core::error::Result<(Vec<Value>, Option<u64>)> {
+        let opts = CallOptions::new(Idempotency::Safe);
+        let reply = block_on(c.call("crm.deal.list", &p.request::<Fake>(at), &opts))?;
+        p.read::<Fake>(at, reply)
+    }
+
     /// Every page of a pager, as the ids of their rows.
     fn read_all(world: &World, p: ListPager<Value>) -> crate::core::error::Result<Vec<Vec<u64>>> {
         let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
         let mut pages = Vec::new();
         let mut at = Some(0);
         while let Some(from) = at {
-            let (rows, next) = block_on(p.page(from, &c, None, None))?;
+            let (rows, next) = page(&p, from, &c)?;
             pages.push(ids(&rows));
             at = next;
         }
@@ -277,7 +280,7 @@ mod tests {
         let (world, _) = portal(120, pass);
         let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
         let p = ListPager::new::<Fake>("crm.deal.list", given(None), None, None).unwrap();
-        let (first, mut at) = block_on(p.page(0, &c, None, None)).unwrap();
+        let (first, mut at) = page(&p, 0, &c).unwrap();
         assert_eq!((first.len(), at), (50, Some(50)));
         for id in 10..=30 {
             let body = Body::new().with("id", Arg::Int(id));
@@ -290,7 +293,7 @@ mod tests {
         }
         let mut rest = Vec::new();
         while let Some(from) = at {
-            let (rows, next) = block_on(p.page(from, &c, None, None)).unwrap();
+            let (rows, next) = page(&p, from, &c).unwrap();
             rest.extend(ids(&rows));
             at = next;
         }
@@ -408,7 +411,7 @@ mod tests {
         let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
         let p = ListPager::new::<Fake>("crm.deal.list", given(None), None, Some("items".into()))
             .unwrap();
-        assert_eq!(block_on(p.page(0, &c, None, None)).unwrap().0.len(), 50);
+        assert_eq!(page(&p, 0, &c).unwrap().0.len(), 50);
         // The same ids again and again: two pages, then done.
         let (world, seen) = portal(120, same_ids);
         let pages = read_all(

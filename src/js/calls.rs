@@ -42,18 +42,34 @@ fn call_args(method: &str, params: Option<&JsValue>) -> Result<Body<JsData>> {
     Ok(Body::of(Some(JsData(params.clone()))))
 }
 
-/// `call()` and `callPage()` share everything but what they return.
+/// What a call resolves with: the result (`call`), the page (`callPage`), or the rows of a
+/// list page at a position (`listPage`, under `fetchList`).
+pub enum Want {
+    Result,
+    Page,
+    List(JsValue),
+}
+
+/// `call()`, `callPage()` and `listPage()` share everything but the request's body and what
+/// they return: one call path.
 pub fn run_call(
     client: Rc<WebClient>,
     method: String,
     params: Option<JsValue>,
     opts: Option<JsValue>,
     connector: Option<String>,
-    page: bool,
+    want: Want,
 ) -> Promise {
     promise(async move {
         let opts = options(opts.as_ref(), "options")?;
-        let body = call_args(&method, params.as_ref())?;
+        let list = match &want {
+            Want::List(at) => Some((list_pager(&method, params.as_ref(), &opts)?, position(at)?)),
+            _ => None,
+        };
+        let body = match &list {
+            Some((pager, at)) => pager.request::<WebPlatform>(*at),
+            None => call_args(&method, params.as_ref())?,
+        };
         let signal = opt_signal(&opts)?;
         let idempotent = opt_bool(&opts, "idempotent")?.unwrap_or_else(|| is_read_method(&method));
         let connector = opt_str(&opts, "connector")?.or(connector);
@@ -67,15 +83,24 @@ pub fn run_call(
             connector: connector.as_deref(),
         };
         let reply = client.call(&method, &body, &call_opts).await?;
+        let out = Object::new();
+        if let Some((pager, at)) = list {
+            let (rows, next) = pager.read::<WebPlatform>(at, reply)?;
+            let rows: js_sys::Array = rows.into_iter().map(|r| r.0).collect();
+            put(&out, &key("rows"), &rows);
+            if let Some(n) = next {
+                put(&out, &key("next"), &JsValue::from_f64(n as f64));
+            }
+            return Ok(out.into());
+        }
         let result = reply.result.map(|d| d.0).unwrap_or(JsValue::NULL);
-        if !page {
+        if matches!(want, Want::Result) {
             return Ok(result);
         }
         let number = |n: Option<u64>| {
             n.map(|t| JsValue::from_f64(t as f64))
                 .unwrap_or(JsValue::UNDEFINED)
         };
-        let out = Object::new();
         put(&out, &key("result"), &result);
         put(&out, &key("total"), &number(reply.total));
         put(&out, &key("next"), &number(reply.next));
@@ -174,13 +199,8 @@ pub fn run_batch(
     })
 }
 
-/// The pager of `fetchList`, from the app's arguments.
-fn list_pager(
-    method: &str,
-    params: Option<&JsValue>,
-    opts: Option<&JsValue>,
-) -> Result<(ListPager<JsData>, Option<web_sys::AbortSignal>)> {
-    let opts = options(opts, "options")?;
+/// The pager of `fetchList`, from the app's arguments (`opts` already an object).
+fn list_pager(method: &str, params: Option<&JsValue>, opts: &JsValue) -> Result<ListPager<JsData>> {
     let params = params.filter(|p| !p.is_undefined() && !p.is_null());
     let given = match params {
         None => ListParams {
@@ -199,43 +219,21 @@ fn list_pager(
             params: Some(JsData(p.clone())),
         },
     };
-    let pager = ListPager::new::<WebPlatform>(
+    ListPager::new::<WebPlatform>(
         method,
         given,
-        opt_str(&opts, "idKey")?,
-        opt_str(&opts, "resultKey")?,
-    )?;
-    Ok((pager, opt_signal(&opts)?))
+        opt_str(opts, "idKey")?,
+        opt_str(opts, "resultKey")?,
+    )
 }
 
-/// One page of `fetchList()` (the package's facade is the iterator, holding the position
-/// between pages): `{ rows, next }`, `next` absent after the last page. Bad arguments reject
-/// the first page, before any request.
-pub fn list_page(
-    client: Rc<WebClient>,
-    method: String,
-    params: Option<JsValue>,
-    opts: Option<JsValue>,
-    at: JsValue,
-) -> Promise {
-    promise(async move {
-        let (pager, signal) = list_pager(&method, params.as_ref(), opts.as_ref())?;
-        let at = match at.as_f64() {
-            Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => n as u64,
-            _ => {
-                return Err(B24Error::invalid(
-                    "at",
-                    "must be a page position from fetchList",
-                ))
-            }
-        };
-        let (rows, next) = pager.page(at, &client, signal.as_ref(), None).await?;
-        let out = Object::new();
-        let rows: js_sys::Array = rows.into_iter().map(|r| r.0).collect();
-        put(&out, &key("rows"), &rows);
-        if let Some(n) = next {
-            put(&out, &key("next"), &JsValue::from_f64(n as f64));
-        }
-        Ok(out.into())
-    })
+/// A page position as `fetchList` holds it.
+fn position(at: &JsValue) -> Result<u64> {
+    match at.as_f64() {
+        Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => Ok(n as u64),
+        _ => Err(B24Error::invalid(
+            "at",
+            "must be a page position from fetchList",
+        )),
+    }
 }

@@ -1,6 +1,6 @@
 //! `Bitrix24`: a client of one portal with one token source.
 
-use super::calls::{promise, run_batch, run_call, WebClient};
+use super::calls::{promise, run_batch, run_call, Want, WebClient};
 use super::convert::{
     field, js_error, opt_bool, opt_f64, opt_fn, opt_logger, opt_str, options, req_str,
 };
@@ -172,7 +172,14 @@ impl Bitrix24 {
         >,
         #[wasm_bindgen(unchecked_optional_param_type = "CallOptions")] options: Option<JsValue>,
     ) -> Promise {
-        run_call(self.client.clone(), method, params, options, None, false)
+        run_call(
+            self.client.clone(),
+            method,
+            params,
+            options,
+            None,
+            Want::Result,
+        )
     }
 
     /// Calls a list method and resolves with `{ result, total, next }`.
@@ -185,7 +192,14 @@ impl Bitrix24 {
         >,
         #[wasm_bindgen(unchecked_optional_param_type = "CallOptions")] options: Option<JsValue>,
     ) -> Promise {
-        run_call(self.client.clone(), method, params, options, None, true)
+        run_call(
+            self.client.clone(),
+            method,
+            params,
+            options,
+            None,
+            Want::Page,
+        )
     }
 
     /// One page of a list method from a position (the package's `fetchList` iterator calls it;
@@ -198,7 +212,14 @@ impl Bitrix24 {
         options: Option<JsValue>,
         at: JsValue,
     ) -> Promise {
-        super::calls::list_page(self.client.clone(), method, params, options, at)
+        run_call(
+            self.client.clone(),
+            method,
+            params,
+            options,
+            None,
+            Want::List(at),
+        )
     }
 
     /// Many calls in as few requests as possible (50 per request).

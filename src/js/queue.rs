@@ -1,7 +1,7 @@
 //! `OfflineQueue`: the offline-event calls of one application and connector, and the entry
 //! points of its reservation flow (carried out in `flow.rs`).
 
-use super::calls::{promise, run_batch, run_call, WebClient};
+use super::calls::{promise, run_batch, run_call, Want, WebClient};
 use super::convert::{
     async_iterable, field, opt_f64, opt_numbers, opt_signal, opt_str, opt_strings, opt_tree,
     options, req_str, strings,
@@ -412,7 +412,7 @@ impl OfflineQueue {
             params,
             options,
             self.connector.clone(),
-            false,
+            Want::Result,
         )
     }
 
