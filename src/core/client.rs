@@ -49,9 +49,9 @@ fn moved(origin: &Origin, status: u16, location: Option<&str>) -> B24Error {
         let rest = l
             .strip_prefix("https://")
             .or_else(|| l.strip_prefix("http://"))?;
-        let authority = rest.split(['/', '?', '#']).next()?;
-        let host = authority
-            .rsplit_once('@')
+        let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#'));
+        let authority = rest.split_at_checked(end.unwrap_or(rest.len()))?.0;
+        let host = super::text::rsplit_once(authority, b'@')
             .map_or(authority, |(_, h)| h)
             .to_ascii_lowercase();
         Origin::parse(&host, false).ok().map(|o| o.host)

@@ -23,7 +23,7 @@ pub struct FrameName {
 
 /// Reads `window.name`; `allow_http` lets a loopback portal (the emulator) use http.
 pub fn parse_window_name(name: &str, allow_http: bool) -> Result<FrameName> {
-    let mut parts = name.split('|');
+    let mut parts = super::text::split(name, b'|');
     let (domain, protocol, app_sid) = (
         parts.next().unwrap_or(""),
         parts.next().unwrap_or(""),
@@ -105,7 +105,7 @@ fn to_base36(mut n: u64) -> String {
 /// An answer `CALLBACK:JSON`, split on the first colon only (the JSON has colons of its own).
 /// `Err(callback)` when the answer is larger than [`MAX_ANSWER`].
 pub fn split_answer(data: &str) -> Option<std::result::Result<(&str, &str), &str>> {
-    let (callback, json) = data.split_once(':')?;
+    let (callback, json) = super::text::split_once(data, b':')?;
     if callback.is_empty() || callback.len() > 64 {
         return None;
     }

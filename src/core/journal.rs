@@ -14,6 +14,7 @@ use super::digits::decimal;
 use super::error::{code, B24Error, Result};
 use super::joint::{LocalBoxFuture, Lock};
 use super::signal::url_decode;
+use super::text::split;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -132,11 +133,11 @@ impl Entry {
 
     /// Reads an entry; anything else is `STORE_FAILED` rather than a guess.
     pub fn from_text(process_id: &str, text: &str) -> Result<Entry> {
-        let mut lines = text.split('\n');
+        let mut lines = split(text, b'\n');
         if lines.next() != Some(Entry::HEADER) {
             return Err(corrupt());
         }
-        let fields: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+        let fields: Vec<&str> = split(lines.next().unwrap_or(""), b' ').collect();
         let [owner, reserved, hold, locked, signed, error, attempts, malformed] = fields[..] else {
             return Err(corrupt());
         };
@@ -156,10 +157,7 @@ impl Entry {
             error: flag(error)?,
             attempts: u32::try_from(n(attempts)?).map_err(|_| corrupt())?,
             malformed: u32::try_from(n(malformed)?).map_err(|_| corrupt())?,
-            message_ids: lines
-                .next()
-                .unwrap_or("")
-                .split(',')
+            message_ids: split(lines.next().unwrap_or(""), b',')
                 .filter(|m| !m.is_empty())
                 .map(url_decode)
                 .collect(),
@@ -210,13 +208,13 @@ impl Index {
     }
 
     pub fn from_text(text: &str) -> Result<Index> {
-        let mut lines = text.split('\n');
+        let mut lines = split(text, b'\n');
         if lines.next() != Some(Index::HEADER) {
             return Err(corrupt());
         }
         let mut index = Index::default();
         for line in lines.filter(|l| !l.is_empty()) {
-            match line.split(' ').collect::<Vec<_>>()[..] {
+            match split(line, b' ').collect::<Vec<_>>()[..] {
                 ["R", pid] => index.reserved.push(url_decode(pid)),
                 ["S", pid, seen] => index.suspects.push((
                     url_decode(pid),

@@ -4,6 +4,7 @@
 
 use super::error::{B24Error, Result};
 use super::read::has;
+use super::text::{contains, rsplit_once, split, split_once};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -18,13 +19,13 @@ fn bad(why: &str) -> B24Error {
 
 pub fn is_loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
-        Some(v6) => return v6.split(']').next() == Some("::1"),
-        None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+        Some(v6) => return split(v6, b']').next() == Some("::1"),
+        None => rsplit_once(host, b':').map(|(h, _)| h).unwrap_or(host),
     };
     if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    let parts: Vec<&str> = name.split('.').collect();
+    let parts: Vec<&str> = split(name, b'.').collect();
     parts.len() == 4
         && parts[0] == "127"
         && parts.iter().all(|p| {
@@ -54,23 +55,25 @@ impl Origin {
         if host.is_empty() {
             return Err(bad("is empty"));
         }
-        if host.contains('@') {
+        if contains(host, b'@') {
             return Err(bad("must not carry credentials"));
         }
-        if host.contains(['/', '?', '#', '\\']) {
+        if host
+            .bytes()
+            .any(|b| matches!(b, b'/' | b'?' | b'#' | b'\\'))
+        {
             return Err(bad("must be a host name without a path, query or fragment"));
         }
         let (name, port) = match host.strip_prefix('[') {
             Some(v6) => {
-                let (addr, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| bad("has an unclosed [ in its host"))?;
+                let (addr, after) =
+                    split_once(v6, b']').ok_or_else(|| bad("has an unclosed [ in its host"))?;
                 if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
                     return Err(bad("has an invalid IPv6 address"));
                 }
                 (host, after.strip_prefix(':'))
             }
-            None => match host.rsplit_once(':') {
+            None => match rsplit_once(host, b':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (host, None),
             },
@@ -87,8 +90,8 @@ impl Origin {
             }
         }
         if !name.starts_with('[') {
-            let valid = !name.starts_with(['.', '-'])
-                && !name.ends_with(['.', '-'])
+            let valid = !matches!(name.bytes().next(), Some(b'.' | b'-'))
+                && !matches!(name.bytes().last(), Some(b'.' | b'-'))
                 && !has(name, "..")
                 && name
                     .bytes()

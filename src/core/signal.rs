@@ -4,6 +4,7 @@
 
 use super::args::Tree;
 use super::error::{code, B24Error, Result};
+use super::text::{split, split_once};
 
 /// What a verified signal tells: the portal, and when.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,10 +62,10 @@ pub(crate) fn url_decode(s: &str) -> String {
 
 /// `a=1&auth[application_token]=x` as (key, value) pairs, keys kept flat.
 pub fn parse_form(body: &str) -> Vec<(String, String)> {
-    body.split('&')
+    split(body, b'&')
         .filter(|p| !p.is_empty())
         .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let (k, v) = split_once(p, b'=').unwrap_or((p, ""));
             (url_decode(k), url_decode(v))
         })
         .collect()

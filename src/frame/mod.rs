@@ -107,7 +107,7 @@ impl Channel {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         let callback = callback_id(js_sys::Math::random(), n);
-        let message: JsValue = if command.contains(':') {
+        let message: JsValue = if crate::core::text::contains(command, b':') {
             let o = js_sys::Object::new();
             let set = |k: &str, v: &JsValue| crate::transport::put(&o, &JsValue::from_str(k), v);
             set("method", &JsValue::from_str(command));

@@ -1,0 +1,88 @@
+//! Splitting text at an ASCII separator, written by hand: `str::split(char)`, `split_once`,
+//! `rsplit_once` and `contains(char)` bring core's char searcher, `memchr` and their
+//! iterators into the wasm (about 2 KB raw) for a handful of short strings. An ASCII byte never
+//! occurs inside a multi-byte UTF-8 sequence, so splitting at the byte is splitting at the char:
+//! these give exactly what the std methods give for `sep as char`.
+
+/// The pieces of `s` between occurrences of `sep` (ASCII), like `s.split(sep as char)`.
+pub fn split(s: &str, sep: u8) -> Split<'_> {
+    Split { rest: Some(s), sep }
+}
+
+pub struct Split<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        match split_once(rest, self.sep) {
+            Some((piece, tail)) => {
+                self.rest = Some(tail);
+                Some(piece)
+            }
+            None => {
+                self.rest = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+/// `s` before and after the first `sep` (ASCII), like `s.split_once(sep as char)`.
+pub fn split_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    around(s, s.bytes().position(|b| b == sep)?)
+}
+
+/// `s` before and after the last `sep` (ASCII), like `s.rsplit_once(sep as char)`.
+pub fn rsplit_once(s: &str, sep: u8) -> Option<(&str, &str)> {
+    around(s, s.bytes().rposition(|b| b == sep)?)
+}
+
+/// Whether `s` has the byte `sep` (ASCII), like `s.contains(sep as char)`.
+pub fn contains(s: &str, sep: u8) -> bool {
+    s.bytes().any(|b| b == sep)
+}
+
+/// `s` before and after the ASCII byte at `at` (no panic path: `at` is a char boundary).
+fn around(s: &str, at: usize) -> Option<(&str, &str)> {
+    let (before, after) = s.split_at_checked(at)?;
+    Some((before, after.get(1..)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{contains, rsplit_once, split, split_once};
+
+    const CASES: [&str; 12] = [
+        "",
+        ":",
+        "::",
+        "a",
+        "a:b",
+        ":a:",
+        "a::b:c",
+        "é:ü",
+        "ü",
+        "日本:語:",
+        "x:y:z:",
+        "no separator here",
+    ];
+
+    #[test]
+    fn as_the_std_methods() {
+        for s in CASES {
+            assert_eq!(
+                split(s, b':').collect::<Vec<_>>(),
+                s.split(':').collect::<Vec<_>>(),
+                "{s:?}"
+            );
+            assert_eq!(split_once(s, b':'), s.split_once(':'), "{s:?}");
+            assert_eq!(rsplit_once(s, b':'), s.rsplit_once(':'), "{s:?}");
+            assert_eq!(contains(s, b':'), s.contains(':'), "{s:?}");
+        }
+    }
+}
