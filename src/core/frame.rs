@@ -39,7 +39,7 @@ pub fn parse_window_name(name: &str, allow_http: bool) -> Result<FrameName> {
     {
         return Err(unavailable("window.name carries an invalid app sid"));
     }
-    let scheme = if protocol.trim() == "1" {
+    let scheme = if super::text::trim(protocol) == "1" {
         "https://"
     } else {
         "http://"

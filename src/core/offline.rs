@@ -539,7 +539,7 @@ fn after_id(filter: Option<Tree>, after: u64) -> Tree {
     };
     let mut floor = after as f64;
     entries.retain(|(k, v)| {
-        let is_gt = k.trim().eq_ignore_ascii_case(">ID");
+        let is_gt = super::text::trim(k).eq_ignore_ascii_case(">ID");
         if is_gt {
             floor = floor.max(v.as_int().unwrap_or(0) as f64);
         }

@@ -4,7 +4,7 @@
 
 use super::error::{B24Error, Result};
 use super::read::has;
-use super::text::{contains, rsplit_once, split, split_once};
+use super::text::{contains, rsplit_once, split, split_once, trim};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -39,7 +39,7 @@ pub fn is_loopback(host: &str) -> bool {
 impl Origin {
     /// Reads `acme.bitrix24.com`, `acme.bitrix24.com:443` or `https://acme.bitrix24.com`.
     pub fn parse(input: &str, allow_http: bool) -> Result<Origin> {
-        let input = input.trim();
+        let input = trim(input);
         let (https, rest) = if let Some(r) = input.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = input.strip_prefix("http://") {
@@ -139,7 +139,7 @@ impl Origin {
 pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
     let host = host.to_ascii_lowercase();
     patterns.iter().any(|p| {
-        let p = p.trim().to_ascii_lowercase();
+        let p = trim(p).to_ascii_lowercase();
         match p.strip_prefix("*.") {
             Some(suffix) => {
                 Origin::parse(suffix, false).is_ok()

@@ -1,8 +1,9 @@
-//! Splitting text at an ASCII separator, written by hand: `str::split(char)`, `split_once`,
+//! Splitting text at an ASCII separator and trimming whitespace, written by hand: `str::split(char)`, `split_once`,
 //! `rsplit_once` and `contains(char)` bring core's char searcher, `memchr` and their
 //! iterators into the wasm (about 2 KB raw) for a handful of short strings. An ASCII byte never
 //! occurs inside a multi-byte UTF-8 sequence, so splitting at the byte is splitting at the char:
-//! these give exactly what the std methods give for `sep as char`.
+//! these give exactly what the std methods give for `sep as char`. `trim` likewise replaces
+//! std's char predicate searcher (1 KB raw) for the same whitespace.
 
 /// The pieces of `s` between occurrences of `sep` (ASCII), like `s.split(sep as char)`.
 pub fn split(s: &str, sep: u8) -> Split<'_> {
@@ -47,6 +48,35 @@ pub fn contains(s: &str, sep: u8) -> bool {
     s.bytes().any(|b| b == sep)
 }
 
+/// `s` without leading and trailing whitespace, like `s.trim()`: the same chars
+/// (`char::is_whitespace`), looked at one at a time instead of through std's char predicate
+/// searcher.
+pub fn trim(s: &str) -> &str {
+    trim_end(trim_start(s))
+}
+
+/// `s` without leading whitespace, like `s.trim_start()`.
+pub fn trim_start(s: &str) -> &str {
+    let mut chars = s.chars();
+    loop {
+        let rest = chars.as_str();
+        if !chars.next().is_some_and(char::is_whitespace) {
+            return rest;
+        }
+    }
+}
+
+/// `s` without trailing whitespace, like `s.trim_end()`.
+pub fn trim_end(s: &str) -> &str {
+    let mut chars = s.chars();
+    loop {
+        let rest = chars.as_str();
+        if !chars.next_back().is_some_and(char::is_whitespace) {
+            return rest;
+        }
+    }
+}
+
 /// `s` before and after the ASCII byte at `at` (no panic path: `at` is a char boundary).
 fn around(s: &str, at: usize) -> Option<(&str, &str)> {
     let (before, after) = s.split_at_checked(at)?;
@@ -55,7 +85,7 @@ fn around(s: &str, at: usize) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{contains, rsplit_once, split, split_once};
+    use super::{contains, rsplit_once, split, split_once, trim, trim_end, trim_start};
 
     const CASES: [&str; 12] = [
         "",
@@ -83,6 +113,31 @@ mod tests {
             assert_eq!(split_once(s, b':'), s.split_once(':'), "{s:?}");
             assert_eq!(rsplit_once(s, b':'), s.rsplit_once(':'), "{s:?}");
             assert_eq!(contains(s, b':'), s.contains(':'), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn trims_as_std_for_every_char() {
+        let mut s = String::new();
+        // Every char up to U+3100 (all the whitespace is below), a sample above.
+        for c in (0..0x3100)
+            .chain((0x3100..=0x10FFFF).step_by(97))
+            .filter_map(char::from_u32)
+        {
+            for text in [
+                [c, c, 'x', c, c],
+                ['x', c, 'x', c, ' '],
+                [' ', c, c, c, '\u{3000}'],
+            ] {
+                s.clear();
+                s.extend(text);
+                assert_eq!(trim(&s), s.trim(), "{s:?}");
+                assert_eq!(trim_start(&s), s.trim_start(), "{s:?}");
+                assert_eq!(trim_end(&s), s.trim_end(), "{s:?}");
+            }
+        }
+        for s in ["", " ", "\u{a0}", "\u{85}x\u{2000}", "\u{205f}\t\u{3000}"] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::args::{Arg, Tree};
 use super::error::{B24Error, Result};
+use super::text::trim;
 
 /// Fields `event.offline.get` filters and sorts on.
 pub const GET_FIELDS: &[&str] = &["ID", "TIMESTAMP_X", "EVENT_NAME", "MESSAGE_ID"];
@@ -119,7 +120,7 @@ pub fn filter<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Opti
     };
     let mut out = Vec::with_capacity(entries.len());
     for (key, value) in entries {
-        let (op, name) = split_op(key.trim());
+        let (op, name) = split_op(trim(key));
         let field = name.to_ascii_uppercase();
         if !fields.contains(&field.as_str()) {
             let why = [
@@ -170,7 +171,7 @@ pub fn order<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Optio
     };
     let mut out = Vec::with_capacity(entries.len());
     for (key, dir) in entries {
-        let field = key.trim().to_ascii_uppercase();
+        let field = trim(key).to_ascii_uppercase();
         if !fields.contains(&field.as_str()) {
             let why = [
                 "field '",
