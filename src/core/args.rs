@@ -118,7 +118,11 @@ impl Tree {
                         b.is_ascii_digit() || (i == 0 && b == b'-' && s.len() > 1)
                     }) =>
             {
-                s.parse().ok()
+                // Digits with an optional '-', fewer than 19: within i64.
+                match s.strip_prefix('-') {
+                    Some(d) => super::digits::parse(d).map(|n| -(n as i64)),
+                    None => super::digits::parse(s).map(|n| n as i64),
+                }
             }
             _ => None,
         }
@@ -251,6 +255,22 @@ mod tests {
         assert_eq!(t.get("a").unwrap().as_int(), None);
         assert_eq!(t.get("c").unwrap().as_int(), Some(-3));
         assert_eq!(Tree::Str("1e3".into()).as_int(), None);
+        for s in [
+            "-7",
+            "-0",
+            "0",
+            "-",
+            "--1",
+            "+1",
+            "123456789012345678",
+            "-12345678901234567",
+        ] {
+            assert_eq!(
+                Tree::Str(s.into()).as_int(),
+                s.parse::<i64>().ok().filter(|_| s != "+1"),
+                "{s}"
+            );
+        }
         assert_eq!(
             tree(r#"{"x": 0.25}"#).get("x"),
             Some(&Tree::Str("0.25".into()))

@@ -10,7 +10,7 @@
 //! ownership rules built on it.
 
 use super::args::url_encode;
-use super::digits::decimal;
+use super::digits::{decimal, parse};
 use super::error::{code, B24Error, Result};
 use super::joint::{LocalBoxFuture, Lock};
 use super::signal::url_decode;
@@ -141,7 +141,7 @@ impl Entry {
         let [owner, reserved, hold, locked, signed, error, attempts, malformed] = fields[..] else {
             return Err(corrupt());
         };
-        let n = |s: &str| s.parse::<u64>().map_err(|_| corrupt());
+        let n = |s: &str| parse(s).ok_or_else(corrupt);
         let flag = |s: &str| match s {
             "0" => Ok(false),
             "1" => Ok(true),
@@ -216,10 +216,9 @@ impl Index {
         for line in lines.filter(|l| !l.is_empty()) {
             match split(line, b' ').collect::<Vec<_>>()[..] {
                 ["R", pid] => index.reserved.push(url_decode(pid)),
-                ["S", pid, seen] => index.suspects.push((
-                    url_decode(pid),
-                    seen.parse::<u64>().map_err(|_| corrupt())? as f64,
-                )),
+                ["S", pid, seen] => index
+                    .suspects
+                    .push((url_decode(pid), parse(seen).ok_or_else(corrupt)? as f64)),
                 _ => return Err(corrupt()),
             }
         }

@@ -2,6 +2,7 @@
 //! for loopback hosts and only when the app asks for it (the local emulator), so a typo or a
 //! hostile `domain` cannot make us send a token in clear or to some other path.
 
+use super::digits::parse;
 use super::error::{B24Error, Result};
 use super::read::has;
 use super::text::{contains, rsplit_once, split, split_once, trim};
@@ -32,7 +33,7 @@ pub fn is_loopback(host: &str) -> bool {
             !p.is_empty()
                 && p.len() <= 3
                 && p.bytes().all(|b| b.is_ascii_digit())
-                && p.parse::<u16>().map(|n| n < 256).unwrap_or(false)
+                && parse(p).is_some_and(|n| n < 256)
         })
 }
 
@@ -82,9 +83,7 @@ impl Origin {
             if p.is_empty()
                 || p.len() > 5
                 || !p.bytes().all(|b| b.is_ascii_digit())
-                || p.parse::<u32>()
-                    .map(|n| n == 0 || n > 65535)
-                    .unwrap_or(true)
+                || parse(p).is_none_or(|n| n == 0 || n > 65535)
             {
                 return Err(bad("has an invalid port"));
             }

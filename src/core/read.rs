@@ -24,7 +24,7 @@ pub fn uint<P: Platform>(v: &P::Data) -> Option<u64> {
     if t.is_empty() || t.len() > 15 || !t.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    t.parse().ok()
+    super::digits::parse(t)
 }
 
 /// A flag: `0`/`1`, `"0"`/`"1"`, `"Y"`/`"N"`, booleans; anything else is false.
