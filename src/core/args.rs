@@ -6,6 +6,7 @@
 //! (filters to validate, batch parameters to turn into query strings).
 
 use super::digits::{decimal, signed};
+use crate::core::text::concat;
 
 /// One argument of a request body. `Data` is a value the app gave us, passed through as is.
 #[derive(Debug, Clone, PartialEq)]
@@ -215,7 +216,7 @@ fn push_pair(out: &mut String, key: &str, v: &Tree) {
         Tree::Str(s) => scalar(out, s),
         Tree::List(items) => {
             for (i, item) in items.iter().enumerate() {
-                let sub = [key, "%5B", &decimal(i as u64), "%5D"].concat();
+                let sub = concat(&[key, "%5B", &decimal(i as u64), "%5D"]);
                 push_pair(out, &sub, item);
             }
         }

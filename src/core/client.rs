@@ -12,6 +12,7 @@ use super::model::Features;
 use super::origin::Origin;
 use super::platform::{HttpRequest, Level, Platform, TransportError};
 use super::retry::{decide, Decision, Idempotency, RetryPolicy};
+use crate::core::text::concat;
 use std::cell::RefCell;
 
 /// Operating-time limit of cloud portals, seconds per method over ten minutes.
@@ -214,7 +215,7 @@ impl<P: Platform> Client<P> {
                 // Not expired yet: go on with the current token, a 401 will try again.
                 self.platform.log(
                     Level::Warn,
-                    &["token refresh ahead of expiry failed: ", &e.message()].concat(),
+                    &concat(&["token refresh ahead of expiry failed: ", &e.message()]),
                 );
             }
         }
@@ -331,13 +332,12 @@ impl<P: Platform> Client<P> {
                 Decision::Refresh if self.auth.can_refresh() => {
                     self.platform.log(
                         Level::Info,
-                        &[
+                        &concat(&[
                             "refreshing the access token after ",
                             &err.code,
                             " from ",
                             method,
-                        ]
-                        .concat(),
+                        ]),
                     );
                     self.auth
                         .refresh(generation)
@@ -350,7 +350,7 @@ impl<P: Platform> Client<P> {
                     self.state.borrow_mut().stats.retries += 1;
                     self.platform.log(
                         Level::Warn,
-                        &[
+                        &concat(&[
                             "retrying ",
                             method,
                             " after ",
@@ -358,8 +358,7 @@ impl<P: Platform> Client<P> {
                             " (retry ",
                             &decimal(attempt as u64),
                             ")",
-                        ]
-                        .concat(),
+                        ]),
                     );
                     self.platform.sleep(ms, opts.signal).await?;
                 }

@@ -31,6 +31,7 @@ use super::options::{ErrorPolicy, MalformedPolicy, Options};
 use super::platform::{Level, Platform};
 use super::read::{field_text, field_uint, flag};
 use crate::core::joint::LocalBoxFuture;
+use crate::core::text::concat;
 use std::cell::{Cell, RefCell};
 use std::task::Poll;
 
@@ -92,17 +93,16 @@ pub fn resolve<D>(
             EventRef::Both(id, m) => events
                 .iter()
                 .position(|e| e.id == *id && &e.message_id == m),
-            EventRef::Invalid(why) => return Err(["[", &decimal(i as u64), "] ", why].concat()),
+            EventRef::Invalid(why) => return Err(concat(&["[", &decimal(i as u64), "] ", why])),
         };
         match hit {
             Some(at) => named[at] = true,
             None => {
-                return Err([
+                return Err(concat(&[
                     "[",
                     &decimal(i as u64),
                     "] names no event of this batch (give message ids, row ids or the event objects handed over)",
-                ]
-                .concat())
+                ]))
             }
         }
     }
@@ -460,12 +460,11 @@ impl<P: Platform> Flow<'_, P> {
         self.journal.remove(process_id).await?;
         self.queue.client.platform.log(
             Level::Info,
-            &[
+            &concat(&[
                 "released a stranded reservation of ",
                 &decimal(sent.len() as u64),
                 " events into the error queue",
-            ]
-            .concat(),
+            ]),
         );
         Ok(sent.len() as u64)
     }
@@ -776,14 +775,11 @@ impl<P: Platform> Run<'_, P> {
             Either::Left(outcome) => outcome,
             Either::Right(Ok(())) => {
                 self.progress.borrow_mut().timed_out += 1;
-                Outcome::Invalid(
-                    [
-                        "the handler did not settle within ",
-                        &decimal(limit as u64),
-                        " ms",
-                    ]
-                    .concat(),
-                )
+                Outcome::Invalid(concat(&[
+                    "the handler did not settle within ",
+                    &decimal(limit as u64),
+                    " ms",
+                ]))
             }
             Either::Right(Err(_)) => return None,
         };
@@ -794,7 +790,7 @@ impl<P: Platform> Run<'_, P> {
                 Err(why) => {
                     self.log(
                         Level::Warn,
-                        &["the handler's { failed } is not usable, so the whole batch failed: failed", &why].concat(),
+                        &concat(&["the handler's { failed } is not usable, so the whole batch failed: failed", &why]),
                     );
                     all.clone()
                 }
@@ -802,12 +798,12 @@ impl<P: Platform> Run<'_, P> {
             Outcome::Threw(why) => {
                 self.log(
                     Level::Warn,
-                    &["the handler threw; the whole batch failed: ", &why].concat(),
+                    &concat(&["the handler threw; the whole batch failed: ", &why]),
                 );
                 all.clone()
             }
             Outcome::Invalid(why) => {
-                self.log(Level::Warn, &["the whole batch failed: ", &why].concat());
+                self.log(Level::Warn, &concat(&["the whole batch failed: ", &why]));
                 all.clone()
             }
         };
@@ -830,11 +826,10 @@ impl<P: Platform> Run<'_, P> {
             self.progress.borrow_mut().malformed += (rows.len() - known) as u64;
             self.log(
                 Level::Warn,
-                &[
+                &concat(&[
                     &decimal(rows.len() as u64),
                     " rows of a reservation are not readable events (reported to onMalformed)",
-                ]
-                .concat(),
+                ]),
             );
             self.reporter.malformed(rows);
         }
@@ -888,11 +883,10 @@ impl<P: Platform> Run<'_, P> {
         self.progress.borrow_mut().unsettled += n as u64;
         self.log(
             Level::Warn,
-            &[
+            &concat(&[
                 "could not settle events; they stay journaled and come back: ",
                 &e.message(),
-            ]
-            .concat(),
+            ]),
         );
     }
 
@@ -991,11 +985,10 @@ impl<P: Platform> Run<'_, P> {
                     failures += 1;
                     self.log(
                         Level::Warn,
-                        &[
+                        &concat(&[
                             "a reservation's answer was lost; a sweep will find its rows: ",
                             &e.message(),
-                        ]
-                        .concat(),
+                        ]),
                     );
                     self.flush(&mut acks).await;
                     let delay = self
@@ -1209,7 +1202,7 @@ pub async fn consume<P: Platform>(
         run.progress.borrow_mut().errors += 1;
         run.log(
             Level::Warn,
-            &["the consumer goes on after: ", &e.message()].concat(),
+            &concat(&["the consumer goes on after: ", &e.message()]),
         );
         reporter.error(&e);
         Ok(true)

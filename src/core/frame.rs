@@ -6,6 +6,7 @@ use super::error::{code, B24Error, Result};
 use super::origin::Origin;
 use super::platform::Platform;
 use super::read::{field_number, field_text, field_uint, flag};
+use crate::core::text::concat;
 
 /// Answers longer than this are refused (for that request only).
 pub const MAX_ANSWER: usize = 1 << 20;
@@ -44,14 +45,11 @@ pub fn parse_window_name(name: &str, allow_http: bool) -> Result<FrameName> {
     } else {
         "http://"
     };
-    let origin = Origin::parse(&[scheme, domain].concat(), allow_http).map_err(|e| {
-        unavailable(
-            &[
-                "the portal named in window.name is refused: ",
-                &e.description,
-            ]
-            .concat(),
-        )
+    let origin = Origin::parse(&concat(&[scheme, domain]), allow_http).map_err(|e| {
+        unavailable(&concat(&[
+            "the portal named in window.name is refused: ",
+            &e.description,
+        ]))
     })?;
     Ok(FrameName {
         origin,
@@ -233,7 +231,7 @@ mod tests {
         );
         assert_eq!(split_answer("no-colon"), None);
         assert_eq!(split_answer(":x"), None);
-        let big = ["cb9:", &"x".repeat(MAX_ANSWER)].concat();
+        let big = concat(&["cb9:", &"x".repeat(MAX_ANSWER)]);
         assert_eq!(split_answer(&big), Some(Err("cb9")));
         let a = callback_id(0.5, 1);
         let b = callback_id(0.5, 2);

@@ -6,6 +6,7 @@ use super::digits::parse;
 use super::error::{B24Error, Result};
 use super::read::has;
 use super::text::{contains, rsplit_once, split, split_once, trim};
+use crate::core::text::concat;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -123,12 +124,12 @@ impl Origin {
     /// `https://HOST/rest/METHOD.json`: the only URL a token is ever sent to.
     pub fn rest_url(&self, method: &str) -> String {
         let scheme = if self.https { "https://" } else { "http://" };
-        [scheme, &self.host, "/rest/", method, ".json"].concat()
+        concat(&[scheme, &self.host, "/rest/", method, ".json"])
     }
 
     /// `https://HOST`: what `postMessage` targets and what incoming messages must come from.
     pub fn origin(&self) -> String {
-        [if self.https { "https://" } else { "http://" }, &self.host].concat()
+        concat(&[if self.https { "https://" } else { "http://" }, &self.host])
     }
 }
 

@@ -5,6 +5,7 @@
 use super::args::Tree;
 use super::error::{code, B24Error, Result};
 use super::text::{split, split_once};
+use crate::core::text::concat;
 
 /// What a verified signal tells: the portal, and when.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,7 +80,7 @@ pub(crate) fn value<'a>(payload: &'a Tree, outer: &str, inner: Option<&str>) -> 
         Some(inner) => payload
             .get(outer)
             .and_then(|o| o.get(inner))
-            .or_else(|| payload.get(&[outer, "[", inner, "]"].concat())),
+            .or_else(|| payload.get(&concat(&[outer, "[", inner, "]"]))),
     }
 }
 

@@ -77,6 +77,24 @@ pub fn trim_end(s: &str) -> &str {
     }
 }
 
+/// The parts one after another, as `parts.concat()` gives them: std's generic join (1 KB in
+/// the wasm) for the library's messages and names.
+pub fn concat(parts: &[&str]) -> String {
+    join(parts, "")
+}
+
+/// The parts with `sep` between them, as `parts.join(sep)` gives them.
+pub fn join(parts: &[&str], sep: &str) -> String {
+    let mut out = String::new();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(p);
+    }
+    out
+}
+
 /// `s` before and after the ASCII byte at `at` (no panic path: `at` is a char boundary).
 fn around(s: &str, at: usize) -> Option<(&str, &str)> {
     let (before, after) = s.split_at_checked(at)?;
@@ -85,7 +103,17 @@ fn around(s: &str, at: usize) -> Option<(&str, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{contains, rsplit_once, split, split_once, trim, trim_end, trim_start};
+    use super::{
+        concat, contains, join, rsplit_once, split, split_once, trim, trim_end, trim_start,
+    };
+
+    #[test]
+    fn joins_as_std() {
+        for parts in [&[][..], &[""], &["a"], &["a", ""], &["", "b", "", "日本"]] {
+            assert_eq!(concat(parts), parts.concat());
+            assert_eq!(join(parts, ", "), parts.join(", "));
+        }
+    }
 
     const CASES: [&str; 12] = [
         "",

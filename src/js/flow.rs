@@ -19,6 +19,7 @@ use crate::core::model::OfflineEvent;
 use crate::core::offline::{GetArgs, Queue};
 use crate::core::options::{get_args, reserve_args, Holds, Options};
 use crate::core::platform::Platform;
+use crate::core::text::concat;
 use crate::core::validate;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use std::cell::RefCell;
@@ -53,7 +54,7 @@ pub(crate) struct Alive(JsValue);
 
 impl Alive {
     pub(crate) fn hold(owner: &str) -> Alive {
-        Alive(hold_alive(&[ALIVE, owner].concat()))
+        Alive(hold_alive(&concat(&[ALIVE, owner])))
     }
 
     fn held(&self) -> bool {
@@ -144,15 +145,14 @@ impl Parts {
         if let Some(p) = self.prepared.borrow().clone() {
             return Ok(p);
         }
-        let name = [
+        let name = concat(&[
             "b24-offline/",
             &self.client.config.origin.host,
             "/",
             app.as_deref().unwrap_or(""),
             "/",
             self.connector.as_deref().unwrap_or(""),
-        ]
-        .concat();
+        ]);
         let key = self.store_key.clone().unwrap_or_else(|| name.clone());
         let p = Rc::new(Prepared {
             journal: super::store::journal(
@@ -219,14 +219,11 @@ fn outcome(v: &JsValue) -> Outcome {
     }
     for key in Object::keys(v.unchecked_ref::<Object>()).iter() {
         if key.as_string().as_deref() != Some("failed") {
-            return Outcome::Invalid(
-                [
-                    "the handler's answer has the key '",
-                    &key.as_string().unwrap_or_default(),
-                    "'; only { failed: [...] } is understood",
-                ]
-                .concat(),
-            );
+            return Outcome::Invalid(concat(&[
+                "the handler's answer has the key '",
+                &key.as_string().unwrap_or_default(),
+                "'; only { failed: [...] } is understood",
+            ]));
         }
     }
     match Reflect::get(v, &"failed".into()) {
@@ -524,12 +521,11 @@ pub(super) fn take(parts: Parts, opts: Option<JsValue>) -> Promise {
         if !taken.malformed.is_empty() {
             parts.client.platform.log(
                 crate::core::platform::Level::Warn,
-                &[
+                &concat(&[
                     "take() read ",
                     &decimal(taken.malformed.len() as u64),
                     " rows that are not readable events; the portal deleted them with the rest",
-                ]
-                .concat(),
+                ]),
             );
         }
         Ok(to_js(&taken.events))

@@ -12,6 +12,7 @@ use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
 use crate::core::platform::Platform;
+use crate::core::text::concat;
 use crate::core::validate;
 use js_sys::{Function, Object, Promise};
 use std::cell::RefCell;
@@ -300,12 +301,11 @@ impl OfflineQueue {
                     if !page.malformed.is_empty() {
                         client.platform.log(
                             crate::core::platform::Level::Warn,
-                            &[
+                            &concat(&[
                                 "listAll() skipped ",
                                 &decimal(page.malformed.len() as u64),
                                 " rows that are not readable events",
-                            ]
-                            .concat(),
+                            ]),
                         );
                     }
                     buffer.borrow_mut().extend(page.events.iter().map(to_js));
