@@ -95,17 +95,32 @@ pub(crate) struct Prepared {
     lock: String,
 }
 
-/// What a queue method needs to run the flow, owned (promises outlive `&self`).
+/// A queue object's state: what its methods need to run the flow. Shared, one pointer
+/// (promises outlive `&self`): a copy is one count, not eight.
 #[derive(Clone)]
-pub(super) struct Parts {
+pub(super) struct Parts(pub(super) Rc<Shared>);
+
+pub(super) struct Shared {
     pub(super) client: Rc<WebClient>,
     pub(super) connector: Option<String>,
-    pub(super) owner: Rc<str>,
-    pub(super) alive: Rc<Alive>,
+    /// This consumer's id in journal entries (`consumerId`, or random per queue object).
+    pub(super) owner: String,
+    pub(super) alive: Alive,
+    /// The `store` option as given (`None`: the default).
     pub(super) store: Option<JsValue>,
     pub(super) store_key: Option<String>,
-    pub(super) prepared: Rc<RefCell<Option<Rc<Prepared>>>>,
-    pub(super) alarm: Rc<crate::core::joint::Alarm>,
+    /// Features, journal and lock, asked once.
+    pub(super) prepared: RefCell<Option<Rc<Prepared>>>,
+    /// Rung by `wake()`: a polling consumer of this queue stops waiting.
+    pub(super) alarm: crate::core::joint::Alarm,
+}
+
+impl std::ops::Deref for Parts {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl Parts {
