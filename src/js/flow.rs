@@ -299,23 +299,22 @@ impl Reservation {
         resolve(&self.batch.events, &list).map_err(|why| B24Error::invalid("messageIds", &why))
     }
 
+    /// `f` on the flow with this reservation's process id and error flag (not a copy of the
+    /// whole batch: nothing else is needed).
     fn run(
         &self,
         f: impl for<'a> FnOnce(
                 Flow<'a, WebPlatform>,
-                Batch<JsData>,
+                &'a str,
+                bool,
             ) -> LocalBoxFuture<'a, Result<JsValue>>
             + 'static,
     ) -> Promise {
-        let (parts, prepared, holds, batch) = (
-            self.parts.clone(),
-            self.prepared.clone(),
-            self.holds,
-            self.batch.clone(),
-        );
+        let (parts, prepared, holds) = (self.parts.clone(), self.prepared.clone(), self.holds);
+        let (pid, error) = (self.batch.process_id.clone(), self.batch.error);
         promise(async move {
             let flow = parts.flow(&prepared, false, false, holds);
-            f(flow, batch).await
+            f(flow, &pid, error).await
         })
     }
 }
@@ -365,9 +364,9 @@ impl Reservation {
         message_ids: Option<JsValue>,
     ) -> Promise {
         let ids = self.named(message_ids);
-        self.run(move |flow, batch| {
+        self.run(move |flow, pid, _| {
             Box::pin(async move {
-                flow.ack(&batch.process_id, &ids?).await?;
+                flow.ack(pid, &ids?).await?;
                 Ok(JsValue::UNDEFINED)
             })
         })
@@ -387,9 +386,9 @@ impl Reservation {
         } else {
             self.named(Some(message_ids))
         };
-        self.run(move |flow, batch| {
+        self.run(move |flow, pid, error| {
             Box::pin(async move {
-                flow.fail(&batch.process_id, &ids?, batch.error).await?;
+                flow.fail(pid, &ids?, error).await?;
                 Ok(JsValue::UNDEFINED)
             })
         })
