@@ -838,7 +838,7 @@ impl<P: Platform> Run<'_, P> {
                 let n = rows.len() as u32;
                 self.flow
                     .journal
-                    .update(pid, |e| e.malformed = n)
+                    .update(pid, &mut |e| e.malformed = n)
                     .await
                     .map(|_| ())
             }
@@ -870,7 +870,7 @@ impl<P: Platform> Run<'_, P> {
                 return self
                     .flow
                     .journal
-                    .update(pid, |e| e.malformed = n)
+                    .update(pid, &mut |e| e.malformed = n)
                     .await
                     .map(|_| ());
             }
