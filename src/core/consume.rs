@@ -907,19 +907,17 @@ impl<P: Platform> Run<'_, P> {
                 .map(|t| portal_now - t >= EXPIRING_AFTER_MS)
                 .unwrap_or(false)
         };
-        let (dead, reason): (Vec<OfflineEvent<P::Data>>, DeadReason) = {
-            let failed_events = batch
-                .events
-                .iter()
-                .filter(|e| failed.contains(&e.message_id));
-            if spent {
-                (failed_events.cloned().collect(), DeadReason::Retries)
-            } else {
-                (
-                    failed_events.filter(|e| expiring(e)).cloned().collect(),
-                    DeadReason::Expiring,
-                )
-            }
+        // Retries spent: every failed event; else those about to expire.
+        let dead: Vec<OfflineEvent<P::Data>> = batch
+            .events
+            .iter()
+            .filter(|e| failed.contains(&e.message_id) && (spent || expiring(e)))
+            .cloned()
+            .collect();
+        let reason = if spent {
+            DeadReason::Retries
+        } else {
+            DeadReason::Expiring
         };
         self.progress.borrow_mut().parked += n - dead.len() as u64;
         if dead.is_empty() {
