@@ -40,8 +40,9 @@ impl<D, T: ToOut<D>> ToOut<D> for Vec<T> {
     }
 }
 
-/// An object's fields; `None` values are left out.
-fn obj<'a, D>(fields: impl IntoIterator<Item = (&'a str, Option<Out<'a, D>>)>) -> Out<'a, D> {
+/// An object's fields; `None` values are left out. (A `Vec`, not an array: one copy of this
+/// for every object rather than one per field count.)
+fn obj<'a, D>(fields: Vec<(&'a str, Option<Out<'a, D>>)>) -> Out<'a, D> {
     Out::Obj(
         fields
             .into_iter()
@@ -64,7 +65,7 @@ fn data<D>(rows: &[D]) -> Out<'_, D> {
 
 impl<D> ToOut<D> for OfflineEvent<D> {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("id", num(self.id as f64)),
             ("messageId", text(&self.message_id)),
             ("name", text(&self.name)),
@@ -79,7 +80,7 @@ impl<D> ToOut<D> for OfflineEvent<D> {
 
 impl<D> ToOut<D> for ListPage<D> {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("events", Some(self.events.out())),
             ("total", num(self.total as f64)),
             ("next", self.next.map(|n| Out::Num(n as f64))),
@@ -93,7 +94,7 @@ impl<D> ToOut<D> for ListPage<D> {
 
 impl<D> ToOut<D> for Bound {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("event", text(&self.event)),
             ("created", Some(Out::Bool(self.created))),
         ])
@@ -102,7 +103,7 @@ impl<D> ToOut<D> for Bound {
 
 impl<D> ToOut<D> for Binding {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("event", text(&self.event)),
             ("offline", Some(Out::Bool(self.offline))),
             ("connector", self.connector.as_deref().map(Out::Str)),
@@ -114,7 +115,7 @@ impl<D> ToOut<D> for Binding {
 
 impl<D> ToOut<D> for Features {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("extended", Some(Out::Bool(self.extended))),
             ("connector", Some(Out::Bool(self.connector))),
         ])
@@ -124,7 +125,7 @@ impl<D> ToOut<D> for Features {
 impl<D> ToOut<D> for Progress {
     fn out(&self) -> Out<'_, D> {
         let n = |v: u64| num(v as f64);
-        obj([
+        obj(vec![
             ("batches", n(self.batches)),
             ("reserved", n(self.reserved)),
             ("recovered", n(self.recovered)),
@@ -146,7 +147,7 @@ impl<D> ToOut<D> for Progress {
 
 impl<D> ToOut<D> for MethodOperating {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("method", text(&self.method)),
             ("seconds", num(self.seconds)),
             ("resetAtMs", self.reset_at_ms.map(Out::Num)),
@@ -169,7 +170,7 @@ fn counts<D>(pairs: &[(String, u64)]) -> Out<'_, D> {
 impl<D> ToOut<D> for Stats {
     fn out(&self) -> Out<'_, D> {
         let n = |v: u64| num(v as f64);
-        obj([
+        obj(vec![
             ("requests", n(self.requests)),
             ("retries", n(self.retries)),
             ("refreshes", n(self.refreshes)),
@@ -186,7 +187,7 @@ impl<D> ToOut<D> for Stats {
 
 impl<D> ToOut<D> for InitData<D> {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("domain", text(&self.domain)),
             ("lang", text(&self.lang)),
             ("memberId", text(&self.member_id)),
@@ -201,7 +202,7 @@ impl<D> ToOut<D> for InitData<D> {
 
 impl<D> ToOut<D> for Signal {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("event", text(&self.event)),
             ("ts", self.ts.map(|t| Out::Num(t as f64))),
             ("domain", self.domain.as_deref().map(Out::Str)),
@@ -212,7 +213,7 @@ impl<D> ToOut<D> for Signal {
 
 impl<D> ToOut<D> for PortalInfo {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("memberId", text(&self.member_id)),
             ("domain", text(&self.domain)),
         ])
@@ -221,7 +222,7 @@ impl<D> ToOut<D> for PortalInfo {
 
 impl<D> ToOut<D> for Installed {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("memberId", text(&self.portal.member_id)),
             ("domain", text(&self.portal.domain)),
             ("known", Some(Out::Bool(self.known))),
@@ -233,7 +234,7 @@ impl<D> ToOut<D> for Installed {
 
 impl<D> ToOut<D> for PortalStats {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("memberId", text(&self.portal.member_id)),
             ("domain", text(&self.portal.domain)),
             ("progress", Some(self.progress.out())),
