@@ -4,6 +4,7 @@
 use crate::core::auth::{Refresher, Token};
 use crate::core::error::{code, B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
+use crate::core::text::concat;
 use crate::js::convert::{field_f64, field_str};
 use js_sys::{Function, Object, Promise};
 use std::cell::RefCell;
@@ -74,7 +75,10 @@ impl Refresher for FrameRefresher {
                 .request("refreshAuth", None, timeout)
                 .await
                 .map_err(|e| {
-                    failed(&["the portal did not refresh the token: ", &e.description].concat())
+                    failed(&concat(&[
+                        "the portal did not refresh the token: ",
+                        &e.description,
+                    ]))
                 })?;
             let access = field_str(&v, "AUTH_ID")
                 .filter(|t| !t.is_empty())

@@ -6,6 +6,7 @@
 //! (filters to validate, batch parameters to turn into query strings).
 
 use super::digits::{decimal, signed};
+use crate::core::text::concat;
 
 /// One argument of a request body. `Data` is a value the app gave us, passed through as is.
 #[derive(Debug, Clone, PartialEq)]
@@ -118,7 +119,11 @@ impl Tree {
                         b.is_ascii_digit() || (i == 0 && b == b'-' && s.len() > 1)
                     }) =>
             {
-                s.parse().ok()
+                // Digits with an optional '-', fewer than 19: within i64.
+                match s.strip_prefix('-') {
+                    Some(d) => super::digits::parse(d).map(|n| -(n as i64)),
+                    None => super::digits::parse(s).map(|n| n as i64),
+                }
             }
             _ => None,
         }
@@ -211,7 +216,7 @@ fn push_pair(out: &mut String, key: &str, v: &Tree) {
         Tree::Str(s) => scalar(out, s),
         Tree::List(items) => {
             for (i, item) in items.iter().enumerate() {
-                let sub = [key, "%5B", &decimal(i as u64), "%5D"].concat();
+                let sub = concat(&[key, "%5B", &decimal(i as u64), "%5D"]);
                 push_pair(out, &sub, item);
             }
         }
@@ -251,6 +256,22 @@ mod tests {
         assert_eq!(t.get("a").unwrap().as_int(), None);
         assert_eq!(t.get("c").unwrap().as_int(), Some(-3));
         assert_eq!(Tree::Str("1e3".into()).as_int(), None);
+        for s in [
+            "-7",
+            "-0",
+            "0",
+            "-",
+            "--1",
+            "+1",
+            "123456789012345678",
+            "-12345678901234567",
+        ] {
+            assert_eq!(
+                Tree::Str(s.into()).as_int(),
+                s.parse::<i64>().ok().filter(|_| s != "+1"),
+                "{s}"
+            );
+        }
         assert_eq!(
             tree(r#"{"x": 0.25}"#).get("x"),
             Some(&Tree::Str("0.25".into()))

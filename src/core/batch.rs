@@ -10,6 +10,7 @@ use super::platform::Platform;
 use super::read::{field_text, keyed, uint};
 use super::retry::{is_read_method, Idempotency};
 use super::validate::method_name;
+use crate::core::text::concat;
 
 /// The portal's limit of commands per `batch` request.
 pub const MAX_COMMANDS: usize = 50;
@@ -64,7 +65,7 @@ fn check(commands: &[Command]) -> Result<()> {
         if commands[..i].iter().any(|o| o.name == c.name) {
             return Err(B24Error::invalid(
                 "commands",
-                &["the name '", &c.name, "' is used twice"].concat(),
+                &concat(&["the name '", &c.name, "' is used twice"]),
             ));
         }
         method_name(&c.method)?;
@@ -77,7 +78,7 @@ fn check(commands: &[Command]) -> Result<()> {
         if !matches!(c.params, None | Some(Tree::Null) | Some(Tree::Map(_))) {
             return Err(B24Error::invalid(
                 "commands",
-                &["the parameters of '", &c.name, "' must be an object"].concat(),
+                &concat(&["the parameters of '", &c.name, "' must be an object"]),
             ));
         }
     }
@@ -135,7 +136,7 @@ pub async fn run<P: Platform>(
                 let text = if query.is_empty() {
                     c.method.clone()
                 } else {
-                    [c.method.as_str(), "?", &query].concat()
+                    concat(&[c.method.as_str(), "?", &query])
                 };
                 (c.name.clone(), Arg::Str(text))
             })

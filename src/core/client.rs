@@ -12,6 +12,7 @@ use super::model::Features;
 use super::origin::Origin;
 use super::platform::{Context, HttpRequest, Level, Platform, TransportError};
 use super::retry::{decide, Decision, Idempotency, RetryPolicy};
+use crate::core::text::concat;
 use std::cell::RefCell;
 
 /// Operating-time limit of cloud portals, seconds per method over ten minutes.
@@ -49,9 +50,9 @@ fn moved(origin: &Origin, status: u16, location: Option<&str>) -> B24Error {
         let rest = l
             .strip_prefix("https://")
             .or_else(|| l.strip_prefix("http://"))?;
-        let authority = rest.split(['/', '?', '#']).next()?;
-        let host = authority
-            .rsplit_once('@')
+        let end = rest.bytes().position(|b| matches!(b, b'/' | b'?' | b'#'));
+        let authority = rest.split_at_checked(end.unwrap_or(rest.len()))?.0;
+        let host = super::text::rsplit_once(authority, b'@')
             .map_or(authority, |(_, h)| h)
             .to_ascii_lowercase();
         Origin::parse(&host, false).ok().map(|o| o.host)
@@ -224,7 +225,7 @@ impl<P: Platform> Client<P> {
                 // Not expired yet: go on with the current token, a 401 will try again.
                 self.log(
                     Level::Warn,
-                    &["token refresh ahead of expiry failed: ", &e.message()].concat(),
+                    &concat(&["token refresh ahead of expiry failed: ", &e.message()]),
                     None,
                     None,
                 );
@@ -343,13 +344,12 @@ impl<P: Platform> Client<P> {
                 Decision::Refresh if self.auth.can_refresh() => {
                     self.log(
                         Level::Info,
-                        &[
+                        &concat(&[
                             "refreshing the access token after ",
                             &err.code,
                             " from ",
                             method,
-                        ]
-                        .concat(),
+                        ]),
                         Some(method),
                         None,
                     );
@@ -364,7 +364,7 @@ impl<P: Platform> Client<P> {
                     self.state.borrow_mut().stats.retries += 1;
                     self.log(
                         Level::Warn,
-                        &[
+                        &concat(&[
                             "retrying ",
                             method,
                             " after ",
@@ -372,8 +372,7 @@ impl<P: Platform> Client<P> {
                             " (retry ",
                             &decimal(attempt as u64),
                             ")",
-                        ]
-                        .concat(),
+                        ]),
                         Some(method),
                         None,
                     );

@@ -32,6 +32,7 @@ use super::options::{ErrorPolicy, MalformedPolicy, Options};
 use super::platform::{Level, Platform};
 use super::read::{field_text, field_uint, flag};
 use crate::core::joint::LocalBoxFuture;
+use crate::core::text::concat;
 use std::cell::{Cell, RefCell};
 use std::task::Poll;
 
@@ -97,17 +98,16 @@ pub fn resolve<D>(
             EventRef::Both(id, m) => events
                 .iter()
                 .position(|e| e.id == *id && &e.message_id == m),
-            EventRef::Invalid(why) => return Err(["[", &decimal(i as u64), "] ", why].concat()),
+            EventRef::Invalid(why) => return Err(concat(&["[", &decimal(i as u64), "] ", why])),
         };
         match hit {
             Some(at) => named[at] = true,
             None => {
-                return Err([
+                return Err(concat(&[
                     "[",
                     &decimal(i as u64),
                     "] names no event of this batch (give message ids, row ids or the event objects handed over)",
-                ]
-                .concat())
+                ]))
             }
         }
     }
@@ -465,12 +465,11 @@ impl<P: Platform> Flow<'_, P> {
         self.journal.remove(process_id).await?;
         self.queue.client.log(
             Level::Info,
-            &[
+            &concat(&[
                 "released a stranded reservation of ",
                 &decimal(sent.len() as u64),
                 " events into the error queue",
-            ]
-            .concat(),
+            ]),
             None,
             Some(process_id),
         );
@@ -785,14 +784,11 @@ impl<P: Platform> Run<'_, P> {
             Either::Left(None) => return None,
             Either::Right(Ok(())) => {
                 self.progress.borrow_mut().timed_out += 1;
-                Outcome::Invalid(
-                    [
-                        "the handler did not settle within ",
-                        &decimal(limit as u64),
-                        " ms",
-                    ]
-                    .concat(),
-                )
+                Outcome::Invalid(concat(&[
+                    "the handler did not settle within ",
+                    &decimal(limit as u64),
+                    " ms",
+                ]))
             }
             Either::Right(Err(_)) => return None,
         };
@@ -803,7 +799,7 @@ impl<P: Platform> Run<'_, P> {
                 Err(why) => {
                     self.log(
                         Level::Warn,
-                        &["the handler's { failed } is not usable, so the whole batch failed: failed", &why].concat(),
+                        &concat(&["the handler's { failed } is not usable, so the whole batch failed: failed", &why]),
                         Some(&batch.process_id),
                     );
                     all.clone()
@@ -812,7 +808,7 @@ impl<P: Platform> Run<'_, P> {
             Outcome::Threw(why) => {
                 self.log(
                     Level::Warn,
-                    &["the handler threw; the whole batch failed: ", &why].concat(),
+                    &concat(&["the handler threw; the whole batch failed: ", &why]),
                     Some(&batch.process_id),
                 );
                 all.clone()
@@ -820,7 +816,7 @@ impl<P: Platform> Run<'_, P> {
             Outcome::Invalid(why) => {
                 self.log(
                     Level::Warn,
-                    &["the whole batch failed: ", &why].concat(),
+                    &concat(&["the whole batch failed: ", &why]),
                     Some(&batch.process_id),
                 );
                 all.clone()
@@ -850,9 +846,10 @@ impl<P: Platform> Run<'_, P> {
                 Ok(found) => batch.objects = found,
                 Err(e) if e.is(code::ABORTED) => return None,
                 Err(e) => {
-                    return Some(Outcome::Invalid(
-                        ["its objects could not be fetched: ", &e.message()].concat(),
-                    ))
+                    return Some(Outcome::Invalid(concat(&[
+                        "its objects could not be fetched: ",
+                        &e.message(),
+                    ])))
                 }
             }
         }
@@ -872,11 +869,10 @@ impl<P: Platform> Run<'_, P> {
             self.progress.borrow_mut().malformed += (rows.len() - known) as u64;
             self.log(
                 Level::Warn,
-                &[
+                &concat(&[
                     &decimal(rows.len() as u64),
                     " rows of a reservation are not readable events (reported to onMalformed)",
-                ]
-                .concat(),
+                ]),
                 Some(pid),
             );
             self.reporter.malformed(rows);
@@ -886,7 +882,7 @@ impl<P: Platform> Run<'_, P> {
                 let n = rows.len() as u32;
                 self.flow
                     .journal
-                    .update(pid, |e| e.malformed = n)
+                    .update(pid, &mut |e| e.malformed = n)
                     .await
                     .map(|_| ())
             }
@@ -918,7 +914,7 @@ impl<P: Platform> Run<'_, P> {
                 return self
                     .flow
                     .journal
-                    .update(pid, |e| e.malformed = n)
+                    .update(pid, &mut |e| e.malformed = n)
                     .await
                     .map(|_| ());
             }
@@ -931,11 +927,10 @@ impl<P: Platform> Run<'_, P> {
         self.progress.borrow_mut().unsettled += n as u64;
         self.log(
             Level::Warn,
-            &[
+            &concat(&[
                 "could not settle events; they stay journaled and come back: ",
                 &e.message(),
-            ]
-            .concat(),
+            ]),
             None,
         );
     }
@@ -957,19 +952,17 @@ impl<P: Platform> Run<'_, P> {
                 .map(|t| portal_now - t >= EXPIRING_AFTER_MS)
                 .unwrap_or(false)
         };
-        let (dead, reason): (Vec<OfflineEvent<P::Data>>, DeadReason) = {
-            let failed_events = batch
-                .events
-                .iter()
-                .filter(|e| failed.contains(&e.message_id));
-            if spent {
-                (failed_events.cloned().collect(), DeadReason::Retries)
-            } else {
-                (
-                    failed_events.filter(|e| expiring(e)).cloned().collect(),
-                    DeadReason::Expiring,
-                )
-            }
+        // Retries spent: every failed event; else those about to expire.
+        let dead: Vec<OfflineEvent<P::Data>> = batch
+            .events
+            .iter()
+            .filter(|e| failed.contains(&e.message_id) && (spent || expiring(e)))
+            .cloned()
+            .collect();
+        let reason = if spent {
+            DeadReason::Retries
+        } else {
+            DeadReason::Expiring
         };
         self.progress.borrow_mut().parked += n - dead.len() as u64;
         if dead.is_empty() {
@@ -1035,11 +1028,10 @@ impl<P: Platform> Run<'_, P> {
                     failures += 1;
                     self.log(
                         Level::Warn,
-                        &[
+                        &concat(&[
                             "a reservation's answer was lost; a sweep will find its rows: ",
                             &e.message(),
-                        ]
-                        .concat(),
+                        ]),
                         None,
                     );
                     self.flush(&mut acks).await;
@@ -1254,7 +1246,7 @@ pub async fn consume<P: Platform>(
         run.progress.borrow_mut().errors += 1;
         run.log(
             Level::Warn,
-            &["the consumer goes on after: ", &e.message()].concat(),
+            &concat(&["the consumer goes on after: ", &e.message()]),
             None,
         );
         reporter.error(&e);

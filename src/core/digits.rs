@@ -1,6 +1,7 @@
 //! Integers as decimal text, written by hand: `to_string()` on an integer links `core::fmt`'s
 //! integer formatting into the wasm, and the library prints integers in a dozen places
-//! (counts in messages, journal lines, batch command names).
+//! (counts in messages, journal lines, batch command names). Read back by hand too: `parse`
+//! is smaller than std's generic integer parsing.
 
 /// `n` in decimal.
 pub fn decimal(n: u64) -> String {
@@ -10,6 +11,23 @@ pub fn decimal(n: u64) -> String {
 /// `n` in decimal, with a `-` when negative.
 pub fn signed(n: i64) -> String {
     write(n < 0, n.unsigned_abs())
+}
+
+/// `s` as a decimal `u64`, exactly as `s.parse::<u64>().ok()`: an optional `+`, then at least
+/// one ASCII digit and nothing else; `None` beyond `u64::MAX`.
+pub fn parse(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    if digits.is_empty() {
+        return None;
+    }
+    let mut n = 0u64;
+    for b in digits.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some(n)
 }
 
 fn write(negative: bool, mut n: u64) -> String {
@@ -35,7 +53,37 @@ fn write(negative: bool, mut n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{decimal, signed};
+    use super::{decimal, parse, signed};
+
+    #[test]
+    fn parses_as_std_does() {
+        for s in [
+            "",
+            "+",
+            "-",
+            "0",
+            "+0",
+            "-0",
+            "007",
+            "42",
+            "+42",
+            "++1",
+            "+-1",
+            " 1",
+            "1 ",
+            "1_000",
+            "12a",
+            "\u{663}",
+            "1.5",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "+18446744073709551615",
+            "000000000000000000000000001",
+        ] {
+            assert_eq!(parse(s), s.parse::<u64>().ok(), "{s:?}");
+        }
+    }
 
     #[test]
     fn prints_as_to_string_does() {

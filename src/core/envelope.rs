@@ -43,7 +43,7 @@ pub fn decode<P: Platform>(platform: &P, status: u16, body: &str) -> Result<Repl
         Some(d) if P::entries(&d).is_some() => d,
         Some(_) => return Err(bad_response(status, "the answer is JSON but not an object")),
         None => {
-            let why = if body.trim_start().starts_with('<') {
+            let why = if super::text::trim_start(body).starts_with('<') {
                 "the portal answered with an HTML page instead of JSON (a proxy error?)"
             } else {
                 "the answer is not valid JSON"

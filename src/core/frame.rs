@@ -6,6 +6,7 @@ use super::error::{code, B24Error, Result};
 use super::origin::Origin;
 use super::platform::Platform;
 use super::read::{field_number, field_text, field_uint, flag};
+use crate::core::text::concat;
 
 /// Answers longer than this are refused (for that request only).
 pub const MAX_ANSWER: usize = 1 << 20;
@@ -23,7 +24,7 @@ pub struct FrameName {
 
 /// Reads `window.name`; `allow_http` lets a loopback portal (the emulator) use http.
 pub fn parse_window_name(name: &str, allow_http: bool) -> Result<FrameName> {
-    let mut parts = name.split('|');
+    let mut parts = super::text::split(name, b'|');
     let (domain, protocol, app_sid) = (
         parts.next().unwrap_or(""),
         parts.next().unwrap_or(""),
@@ -39,19 +40,16 @@ pub fn parse_window_name(name: &str, allow_http: bool) -> Result<FrameName> {
     {
         return Err(unavailable("window.name carries an invalid app sid"));
     }
-    let scheme = if protocol.trim() == "1" {
+    let scheme = if super::text::trim(protocol) == "1" {
         "https://"
     } else {
         "http://"
     };
-    let origin = Origin::parse(&[scheme, domain].concat(), allow_http).map_err(|e| {
-        unavailable(
-            &[
-                "the portal named in window.name is refused: ",
-                &e.description,
-            ]
-            .concat(),
-        )
+    let origin = Origin::parse(&concat(&[scheme, domain]), allow_http).map_err(|e| {
+        unavailable(&concat(&[
+            "the portal named in window.name is refused: ",
+            &e.description,
+        ]))
     })?;
     Ok(FrameName {
         origin,
@@ -105,7 +103,7 @@ fn to_base36(mut n: u64) -> String {
 /// An answer `CALLBACK:JSON`, split on the first colon only (the JSON has colons of its own).
 /// `Err(callback)` when the answer is larger than [`MAX_ANSWER`].
 pub fn split_answer(data: &str) -> Option<std::result::Result<(&str, &str), &str>> {
-    let (callback, json) = data.split_once(':')?;
+    let (callback, json) = super::text::split_once(data, b':')?;
     if callback.is_empty() || callback.len() > 64 {
         return None;
     }
@@ -233,7 +231,7 @@ mod tests {
         );
         assert_eq!(split_answer("no-colon"), None);
         assert_eq!(split_answer(":x"), None);
-        let big = ["cb9:", &"x".repeat(MAX_ANSWER)].concat();
+        let big = concat(&["cb9:", &"x".repeat(MAX_ANSWER)]);
         assert_eq!(split_answer(&big), Some(Err("cb9")));
         let a = callback_id(0.5, 1);
         let b = callback_id(0.5, 2);

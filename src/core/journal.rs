@@ -10,10 +10,11 @@
 //! ownership rules built on it.
 
 use super::args::url_encode;
-use super::digits::decimal;
+use super::digits::{decimal, parse};
 use super::error::{code, B24Error, Result};
 use super::joint::{LocalBoxFuture, Lock};
 use super::signal::url_decode;
+use super::text::split;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -132,15 +133,15 @@ impl Entry {
 
     /// Reads an entry; anything else is `STORE_FAILED` rather than a guess.
     pub fn from_text(process_id: &str, text: &str) -> Result<Entry> {
-        let mut lines = text.split('\n');
+        let mut lines = split(text, b'\n');
         if lines.next() != Some(Entry::HEADER) {
             return Err(corrupt());
         }
-        let fields: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+        let fields: Vec<&str> = split(lines.next().unwrap_or(""), b' ').collect();
         let [owner, reserved, hold, locked, signed, error, attempts, malformed] = fields[..] else {
             return Err(corrupt());
         };
-        let n = |s: &str| s.parse::<u64>().map_err(|_| corrupt());
+        let n = |s: &str| parse(s).ok_or_else(corrupt);
         let flag = |s: &str| match s {
             "0" => Ok(false),
             "1" => Ok(true),
@@ -156,10 +157,7 @@ impl Entry {
             error: flag(error)?,
             attempts: u32::try_from(n(attempts)?).map_err(|_| corrupt())?,
             malformed: u32::try_from(n(malformed)?).map_err(|_| corrupt())?,
-            message_ids: lines
-                .next()
-                .unwrap_or("")
-                .split(',')
+            message_ids: split(lines.next().unwrap_or(""), b',')
                 .filter(|m| !m.is_empty())
                 .map(url_decode)
                 .collect(),
@@ -210,18 +208,17 @@ impl Index {
     }
 
     pub fn from_text(text: &str) -> Result<Index> {
-        let mut lines = text.split('\n');
+        let mut lines = split(text, b'\n');
         if lines.next() != Some(Index::HEADER) {
             return Err(corrupt());
         }
         let mut index = Index::default();
         for line in lines.filter(|l| !l.is_empty()) {
-            match line.split(' ').collect::<Vec<_>>()[..] {
+            match split(line, b' ').collect::<Vec<_>>()[..] {
                 ["R", pid] => index.reserved.push(url_decode(pid)),
-                ["S", pid, seen] => index.suspects.push((
-                    url_decode(pid),
-                    seen.parse::<u64>().map_err(|_| corrupt())? as f64,
-                )),
+                ["S", pid, seen] => index
+                    .suspects
+                    .push((url_decode(pid), parse(seen).ok_or_else(corrupt)? as f64)),
                 _ => return Err(corrupt()),
             }
         }
@@ -264,8 +261,9 @@ impl Journal {
         }
     }
 
-    /// Applies `change` to the index as stored now, and writes it back.
-    async fn change_index(&self, change: impl FnOnce(&mut Index)) -> Result<()> {
+    /// Applies `change` to the index as stored now, and writes it back. (`dyn`: one copy of
+    /// this future for every change, not one per caller.)
+    async fn change_index(&self, change: &mut dyn FnMut(&mut Index)) -> Result<()> {
         let mut index = self.read_index().await?;
         let before = index.clone();
         change(&mut index);
@@ -288,26 +286,27 @@ impl Journal {
 
     async fn write(&self, entry: &Entry) -> Result<()> {
         if entry.done() {
-            self.store
-                .delete(&self.entry_key(&entry.process_id))
-                .await?;
-            let pid = &entry.process_id;
-            return self
-                .change_index(|i| {
-                    i.reserved.retain(|p| p != pid);
-                    i.suspects.retain(|(p, _)| p != pid);
-                })
-                .await;
+            return self.forget(&entry.process_id).await;
         }
         self.store
             .set(&self.entry_key(&entry.process_id), entry.to_text())
             .await?;
         let pid = &entry.process_id;
-        self.change_index(|i| {
+        self.change_index(&mut |i| {
             i.suspects.retain(|(p, _)| p != pid);
             if !i.reserved.contains(pid) {
                 i.reserved.push(pid.clone());
             }
+        })
+        .await
+    }
+
+    /// Deletes the entry of a reservation and takes it out of the index.
+    async fn forget(&self, process_id: &str) -> Result<()> {
+        self.store.delete(&self.entry_key(process_id)).await?;
+        self.change_index(&mut |i| {
+            i.reserved.retain(|p| p != process_id);
+            i.suspects.retain(|(p, _)| p != process_id);
         })
         .await
     }
@@ -334,7 +333,7 @@ impl Journal {
     pub async fn update(
         &self,
         process_id: &str,
-        change: impl FnOnce(&mut Entry),
+        change: &mut dyn FnMut(&mut Entry),
     ) -> Result<Option<Entry>> {
         let _guard = self.lock.lock().await;
         let Some(mut entry) = self.read_entry(process_id).await? else {
@@ -347,7 +346,7 @@ impl Journal {
 
     /// These messages of the reservation are settled (acknowledged or in the error queue).
     pub async fn settle(&self, process_id: &str, message_ids: &[String]) -> Result<()> {
-        self.update(process_id, |e| {
+        self.update(process_id, &mut |e| {
             e.message_ids.retain(|m| !message_ids.contains(m))
         })
         .await
@@ -357,27 +356,23 @@ impl Journal {
     /// Forgets a reservation (settled, or no longer reserved on the portal).
     pub async fn remove(&self, process_id: &str) -> Result<()> {
         let _guard = self.lock.lock().await;
-        self.store.delete(&self.entry_key(process_id)).await?;
-        self.change_index(|i| {
-            i.reserved.retain(|p| p != process_id);
-            i.suspects.retain(|(p, _)| p != process_id);
-        })
-        .await
+        self.forget(process_id).await
     }
 
     /// One more failed attempt of the reservation's events; returns how many there have been.
     pub async fn failed_attempt(&self, process_id: &str) -> Result<u32> {
         Ok(self
-            .update(process_id, |e| e.attempts += 1)
+            .update(process_id, &mut |e| e.attempts += 1)
             .await?
             .map(|e| e.attempts)
             .unwrap_or(1))
     }
 
     /// Replaces the reserved rows of unknown owner with those seen now.
-    pub async fn set_suspects(&self, suspects: Vec<(String, f64)>) -> Result<()> {
+    pub async fn set_suspects(&self, mut suspects: Vec<(String, f64)>) -> Result<()> {
         let _guard = self.lock.lock().await;
-        self.change_index(|i| i.suspects = suspects).await
+        self.change_index(&mut |i| i.suspects = std::mem::take(&mut suspects))
+            .await
     }
 }
 

@@ -25,6 +25,7 @@ pub mod platform;
 pub mod read;
 pub mod retry;
 pub mod signal;
+pub mod text;
 pub mod time;
 pub mod validate;
 

@@ -18,6 +18,7 @@ use super::error::{B24Error, Result};
 use super::model::OfflineEvent;
 use super::platform::Platform;
 use super::read::{has, uint};
+use super::text::{concat, split, trim};
 use super::validate;
 
 /// How the object of one kind of event is fetched.
@@ -89,11 +90,11 @@ fn fetch(method: &str, id: &str, param: &str, result: Option<&str>) -> Rule {
 /// The common event families: CRM deals, leads, contacts and companies, tasks, new users.
 fn built_in(rules: &mut Vec<(String, Rule)>) {
     for entity in ["deal", "lead", "contact", "company"] {
-        let name = ["ONCRM", &entity.to_ascii_uppercase()].concat();
-        let get = fetch(&["crm.", entity, ".get"].concat(), "FIELDS.ID", "id", None);
-        rules.push(([&name, "ADD"].concat(), get.clone()));
-        rules.push(([&name, "UPDATE"].concat(), get));
-        rules.push(([&name, "DELETE"].concat(), Rule::Deleted));
+        let name = concat(&["ONCRM", &entity.to_ascii_uppercase()]);
+        let get = fetch(&concat(&["crm.", entity, ".get"]), "FIELDS.ID", "id", None);
+        rules.push((concat(&[&name, "ADD"]), get.clone()));
+        rules.push((concat(&[&name, "UPDATE"]), get));
+        rules.push((concat(&[&name, "DELETE"]), Rule::Deleted));
     }
     let task = fetch("tasks.task.get", "FIELDS_AFTER.ID", "taskId", Some("task"));
     rules.push(("ONTASKADD".into(), task.clone()));
@@ -129,7 +130,7 @@ fn rule(spec: &Tree) -> Option<Rule> {
         Some(Tree::Map(m)) if !m.iter().any(|(k, _)| k == param) => m.clone(),
         Some(_) => return None,
     };
-    if validate::method_name(method).is_err() || id.split('.').any(str::is_empty) {
+    if validate::method_name(method).is_err() || split(id, b'.').any(str::is_empty) {
         return None;
     }
     let mut rule = fetch(method, id, param, text_of(spec, "result")?);
@@ -151,11 +152,11 @@ impl Objects {
                 for (name, spec) in m {
                     let rule = rule(spec).ok_or_else(|| {
                         B24Error::invalid(
-                            &["objects.", name].concat(),
+                            &concat(&["objects.", name]),
                             "must be false, { deleted: true } or { method, id?, param?, result?, params? } (a REST method; id a dotted path such as FIELDS.ID; params an object without the id's parameter)",
                         )
                     })?;
-                    rules.push((name.trim().to_string(), rule));
+                    rules.push((trim(name).to_string(), rule));
                 }
             }
             Some(_) => {
@@ -171,7 +172,7 @@ impl Objects {
 
     /// The rule for an event name (the app's first).
     pub fn rule(&self, name: &str) -> Option<&Rule> {
-        let name = name.trim();
+        let name = trim(name);
         self.rules
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -182,7 +183,7 @@ impl Objects {
 /// The value at a dotted path of event data.
 fn at<P: Platform>(data: &P::Data, path: &str) -> Option<P::Data> {
     let mut v = data.clone();
-    for key in path.split('.') {
+    for key in split(path, b'.') {
         v = P::field(&v, key)?;
     }
     Some(v)
@@ -253,7 +254,7 @@ pub async fn fetch_objects<P: Platform>(
                         None
                     }
                     None => Some(Found::Failed(
-                        shape(&["the event's data has no id at ", &src.id].concat())
+                        shape(&concat(&["the event's data has no id at ", &src.id]))
                             .with_method(&src.method),
                     )),
                 }

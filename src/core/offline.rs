@@ -14,6 +14,7 @@ use super::platform::Platform;
 use super::read::{field_uint, flag};
 use super::retry::Idempotency;
 use super::validate::{self, GET_FIELDS, LIST_FIELDS};
+use crate::core::text::concat;
 
 /// Arguments of `event.offline.get`.
 #[derive(Debug, Clone, Default)]
@@ -139,7 +140,7 @@ impl<'a, P: Platform> Queue<'a, P> {
             }
             let ids = ids.iter().map(|m| Tree::Str(m.clone())).collect();
             commands.push(Command {
-                name: ["a", &decimal(i as u64)].concat(),
+                name: concat(&["a", &decimal(i as u64)]),
                 method: CLEAR.to_string(),
                 params: Some(Tree::Map(vec![
                     ("process_id".into(), Tree::Str(pid.clone())),
@@ -153,7 +154,7 @@ impl<'a, P: Platform> Queue<'a, P> {
                 .map(|(k, v)| (k.to_string(), v.to_tree()))
                 .collect();
             commands.push(Command {
-                name: ["g", &decimal(i as u64)].concat(),
+                name: concat(&["g", &decimal(i as u64)]),
                 method: GET.to_string(),
                 params: Some(Tree::Map(params)),
             });
@@ -319,7 +320,7 @@ impl<'a, P: Platform> Queue<'a, P> {
                 .transpose()?
                 .and_then(|r| P::field(&r, "value"))
                 .ok_or_else(|| {
-                    shape(&[name, " returned no value"].concat()).with_method("feature.get")
+                    shape(&concat(&[name, " returned no value"])).with_method("feature.get")
                 })?;
             Ok(flag::<P>(&value))
         };
@@ -364,7 +365,7 @@ impl<'a, P: Platform> Queue<'a, P> {
                     p.push(("auth_connector".to_string(), Tree::Str(c.to_string())));
                 }
                 Command {
-                    name: ["e", &decimal(i as u64)].concat(),
+                    name: concat(&["e", &decimal(i as u64)]),
                     method: "event.bind".to_string(),
                     params: Some(Tree::Map(p)),
                 }
@@ -539,7 +540,7 @@ fn after_id(filter: Option<Tree>, after: u64) -> Tree {
     };
     let mut floor = after as f64;
     entries.retain(|(k, v)| {
-        let is_gt = k.trim().eq_ignore_ascii_case(">ID");
+        let is_gt = super::text::trim(k).eq_ignore_ascii_case(">ID");
         if is_gt {
             floor = floor.max(v.as_int().unwrap_or(0) as f64);
         }

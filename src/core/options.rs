@@ -9,6 +9,7 @@ use super::objects::Objects;
 use super::offline::GetArgs;
 use super::time::MAX_DELAY_MS;
 use super::validate;
+use crate::core::text::concat;
 
 /// The app's options object as a binding reads it: a field by name, checked to be of the kind
 /// asked for (a finite number, a string, a boolean, a filter tree), `None` when absent (`undefined`
@@ -87,12 +88,11 @@ pub fn check_stranded_after(
     }
     Err(B24Error::invalid(
         "strandedAfterMs",
-        &[
+        &concat(&[
             "must be at least ",
             &decimal(min as u64),
             " ms: the handler timeout plus four request timeouts plus a second, the longest a live consumer may hold a reservation (lower handlerTimeoutMs or timeoutMs to go lower)",
-        ]
-        .concat(),
+        ]),
     ))
 }
 

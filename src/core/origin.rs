@@ -2,8 +2,11 @@
 //! for loopback hosts and only when the app asks for it (the local emulator), so a typo or a
 //! hostile `domain` cannot make us send a token in clear or to some other path.
 
+use super::digits::parse;
 use super::error::{B24Error, Result};
 use super::read::has;
+use super::text::{contains, rsplit_once, split, split_once, trim};
+use crate::core::text::concat;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {
@@ -18,27 +21,27 @@ fn bad(why: &str) -> B24Error {
 
 pub fn is_loopback(host: &str) -> bool {
     let name = match host.strip_prefix('[') {
-        Some(v6) => return v6.split(']').next() == Some("::1"),
-        None => host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+        Some(v6) => return split(v6, b']').next() == Some("::1"),
+        None => rsplit_once(host, b':').map(|(h, _)| h).unwrap_or(host),
     };
     if name.eq_ignore_ascii_case("localhost") {
         return true;
     }
-    let parts: Vec<&str> = name.split('.').collect();
+    let parts: Vec<&str> = split(name, b'.').collect();
     parts.len() == 4
         && parts[0] == "127"
         && parts.iter().all(|p| {
             !p.is_empty()
                 && p.len() <= 3
                 && p.bytes().all(|b| b.is_ascii_digit())
-                && p.parse::<u16>().map(|n| n < 256).unwrap_or(false)
+                && parse(p).is_some_and(|n| n < 256)
         })
 }
 
 impl Origin {
     /// Reads `acme.bitrix24.com`, `acme.bitrix24.com:443` or `https://acme.bitrix24.com`.
     pub fn parse(input: &str, allow_http: bool) -> Result<Origin> {
-        let input = input.trim();
+        let input = trim(input);
         let (https, rest) = if let Some(r) = input.strip_prefix("https://") {
             (true, r)
         } else if let Some(r) = input.strip_prefix("http://") {
@@ -54,23 +57,25 @@ impl Origin {
         if host.is_empty() {
             return Err(bad("is empty"));
         }
-        if host.contains('@') {
+        if contains(host, b'@') {
             return Err(bad("must not carry credentials"));
         }
-        if host.contains(['/', '?', '#', '\\']) {
+        if host
+            .bytes()
+            .any(|b| matches!(b, b'/' | b'?' | b'#' | b'\\'))
+        {
             return Err(bad("must be a host name without a path, query or fragment"));
         }
         let (name, port) = match host.strip_prefix('[') {
             Some(v6) => {
-                let (addr, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| bad("has an unclosed [ in its host"))?;
+                let (addr, after) =
+                    split_once(v6, b']').ok_or_else(|| bad("has an unclosed [ in its host"))?;
                 if addr.is_empty() || !addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
                     return Err(bad("has an invalid IPv6 address"));
                 }
                 (host, after.strip_prefix(':'))
             }
-            None => match host.rsplit_once(':') {
+            None => match rsplit_once(host, b':') {
                 Some((h, p)) => (h, Some(p)),
                 None => (host, None),
             },
@@ -79,16 +84,14 @@ impl Origin {
             if p.is_empty()
                 || p.len() > 5
                 || !p.bytes().all(|b| b.is_ascii_digit())
-                || p.parse::<u32>()
-                    .map(|n| n == 0 || n > 65535)
-                    .unwrap_or(true)
+                || parse(p).is_none_or(|n| n == 0 || n > 65535)
             {
                 return Err(bad("has an invalid port"));
             }
         }
         if !name.starts_with('[') {
-            let valid = !name.starts_with(['.', '-'])
-                && !name.ends_with(['.', '-'])
+            let valid = !matches!(name.bytes().next(), Some(b'.' | b'-'))
+                && !matches!(name.bytes().last(), Some(b'.' | b'-'))
                 && !has(name, "..")
                 && name
                     .bytes()
@@ -121,12 +124,12 @@ impl Origin {
     /// `https://HOST/rest/METHOD.json`: the only URL a token is ever sent to.
     pub fn rest_url(&self, method: &str) -> String {
         let scheme = if self.https { "https://" } else { "http://" };
-        [scheme, &self.host, "/rest/", method, ".json"].concat()
+        concat(&[scheme, &self.host, "/rest/", method, ".json"])
     }
 
     /// `https://HOST`: what `postMessage` targets and what incoming messages must come from.
     pub fn origin(&self) -> String {
-        [if self.https { "https://" } else { "http://" }, &self.host].concat()
+        concat(&[if self.https { "https://" } else { "http://" }, &self.host])
     }
 }
 
@@ -136,7 +139,7 @@ impl Origin {
 pub fn host_allowed(host: &str, patterns: &[String]) -> bool {
     let host = host.to_ascii_lowercase();
     patterns.iter().any(|p| {
-        let p = p.trim().to_ascii_lowercase();
+        let p = trim(p).to_ascii_lowercase();
         match p.strip_prefix("*.") {
             Some(suffix) => {
                 Origin::parse(suffix, false).is_ok()

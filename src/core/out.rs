@@ -41,8 +41,9 @@ impl<D, T: ToOut<D>> ToOut<D> for Vec<T> {
     }
 }
 
-/// An object's fields; `None` values are left out.
-fn obj<'a, D>(fields: impl IntoIterator<Item = (&'a str, Option<Out<'a, D>>)>) -> Out<'a, D> {
+/// An object's fields; `None` values are left out. (A `Vec`, not an array: one copy of this
+/// for every object rather than one per field count.)
+fn obj<'a, D>(fields: Vec<(&'a str, Option<Out<'a, D>>)>) -> Out<'a, D> {
     Out::Obj(
         fields
             .into_iter()
@@ -65,7 +66,7 @@ fn data<D>(rows: &[D]) -> Out<'_, D> {
 
 /// An event, with its object where `consume({ objects })` fetched one.
 fn event<'a, D>(e: &'a OfflineEvent<D>, found: Option<&'a Found<D>>) -> Out<'a, D> {
-    obj([
+    obj(vec![
         ("id", num(e.id as f64)),
         ("messageId", text(&e.message_id)),
         ("name", text(&e.name)),
@@ -85,7 +86,7 @@ fn event<'a, D>(e: &'a OfflineEvent<D>, found: Option<&'a Found<D>>) -> Out<'a, 
         (
             "objectError",
             match found {
-                Some(Found::Failed(e)) => Some(obj([
+                Some(Found::Failed(e)) => Some(obj(vec![
                     ("code", text(&e.code)),
                     ("description", text(&e.description)),
                 ])),
@@ -116,7 +117,7 @@ impl<D> ToOut<D> for Batch<D> {
 
 impl<D> ToOut<D> for ListPage<D> {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("events", Some(self.events.out())),
             ("total", num(self.total as f64)),
             ("next", self.next.map(|n| Out::Num(n as f64))),
@@ -130,7 +131,7 @@ impl<D> ToOut<D> for ListPage<D> {
 
 impl<D> ToOut<D> for Bound {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("event", text(&self.event)),
             ("created", Some(Out::Bool(self.created))),
         ])
@@ -139,7 +140,7 @@ impl<D> ToOut<D> for Bound {
 
 impl<D> ToOut<D> for Binding {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("event", text(&self.event)),
             ("offline", Some(Out::Bool(self.offline))),
             ("connector", self.connector.as_deref().map(Out::Str)),
@@ -151,7 +152,7 @@ impl<D> ToOut<D> for Binding {
 
 impl<D> ToOut<D> for Features {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("extended", Some(Out::Bool(self.extended))),
             ("connector", Some(Out::Bool(self.connector))),
         ])
@@ -161,7 +162,7 @@ impl<D> ToOut<D> for Features {
 impl<D> ToOut<D> for Progress {
     fn out(&self) -> Out<'_, D> {
         let n = |v: u64| num(v as f64);
-        obj([
+        obj(vec![
             ("batches", n(self.batches)),
             ("reserved", n(self.reserved)),
             ("recovered", n(self.recovered)),
@@ -183,7 +184,7 @@ impl<D> ToOut<D> for Progress {
 
 impl<D> ToOut<D> for MethodOperating {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("method", text(&self.method)),
             ("seconds", num(self.seconds)),
             ("resetAtMs", self.reset_at_ms.map(Out::Num)),
@@ -206,7 +207,7 @@ fn counts<D>(pairs: &[(String, u64)]) -> Out<'_, D> {
 impl<D> ToOut<D> for Stats {
     fn out(&self) -> Out<'_, D> {
         let n = |v: u64| num(v as f64);
-        obj([
+        obj(vec![
             ("requests", n(self.requests)),
             ("retries", n(self.retries)),
             ("refreshes", n(self.refreshes)),
@@ -223,7 +224,7 @@ impl<D> ToOut<D> for Stats {
 
 impl<D> ToOut<D> for InitData<D> {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("domain", text(&self.domain)),
             ("lang", text(&self.lang)),
             ("memberId", text(&self.member_id)),
@@ -238,7 +239,7 @@ impl<D> ToOut<D> for InitData<D> {
 
 impl<D> ToOut<D> for Signal {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("event", text(&self.event)),
             ("ts", self.ts.map(|t| Out::Num(t as f64))),
             ("domain", self.domain.as_deref().map(Out::Str)),
@@ -249,7 +250,7 @@ impl<D> ToOut<D> for Signal {
 
 impl<D> ToOut<D> for PortalInfo {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("memberId", text(&self.member_id)),
             ("domain", text(&self.domain)),
         ])
@@ -258,7 +259,7 @@ impl<D> ToOut<D> for PortalInfo {
 
 impl<D> ToOut<D> for Installed {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("memberId", text(&self.portal.member_id)),
             ("domain", text(&self.portal.domain)),
             ("known", Some(Out::Bool(self.known))),
@@ -270,7 +271,7 @@ impl<D> ToOut<D> for Installed {
 
 impl<D> ToOut<D> for PortalStats {
     fn out(&self) -> Out<'_, D> {
-        obj([
+        obj(vec![
             ("memberId", text(&self.portal.member_id)),
             ("domain", text(&self.portal.domain)),
             ("progress", Some(self.progress.out())),

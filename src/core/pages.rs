@@ -12,6 +12,7 @@ use super::envelope::{shape, Reply};
 use super::error::{B24Error, Result};
 use super::platform::Platform;
 use super::read::uint;
+use super::text::{concat, trim};
 use super::validate;
 
 /// Rows a list method answers at most per page (every method of the REST API).
@@ -48,7 +49,7 @@ fn keyset_order<P: Platform>(order: Option<&P::Data>, id_key: &str) -> bool {
     match P::entries(order) {
         Some(m) => {
             m.len() == 1
-                && m[0].0.trim().eq_ignore_ascii_case(id_key)
+                && trim(&m[0].0).eq_ignore_ascii_case(id_key)
                 && P::text(&m[0].1).is_some_and(|d| d.eq_ignore_ascii_case("asc"))
         }
         None => false,
@@ -107,11 +108,11 @@ impl<D: Clone> ListPager<D> {
         }
         // The app's filter with `>ID` set to the last id seen (an app's own `>ID` stays the
         // floor).
-        let gt = [">", &self.id_key].concat();
+        let gt = concat(&[">", &self.id_key]);
         let mut floor = at;
         let mut filter: Vec<(String, Arg<D>)> = Vec::with_capacity(self.filter.len() + 1);
         for (k, v) in &self.filter {
-            if k.trim().eq_ignore_ascii_case(&gt) {
+            if trim(k).eq_ignore_ascii_case(&gt) {
                 floor = floor.max(uint::<P>(v).unwrap_or(0));
             } else {
                 filter.push((k.clone(), Arg::Data(v.clone())));
@@ -189,7 +190,7 @@ mod tests {
                 "fields",
                 Arg::Map(vec![(
                     "TITLE".into(),
-                    Arg::Str(["deal ", &decimal(i as u64)].concat()),
+                    Arg::Str(concat(&["deal ", &decimal(i as u64)])),
                 )]),
             );
             block_on(c.call(

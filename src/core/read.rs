@@ -20,11 +20,11 @@ pub fn uint<P: Platform>(v: &P::Data) -> Option<u64> {
         return (n >= 0.0 && n.fract() == 0.0 && n < 9.0e15).then_some(n as u64);
     }
     let t = P::text(v)?;
-    let t = t.trim();
+    let t = super::text::trim(&t);
     if t.is_empty() || t.len() > 15 || !t.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    t.parse().ok()
+    super::digits::parse(t)
 }
 
 /// A flag: `0`/`1`, `"0"`/`"1"`, `"Y"`/`"N"`, booleans; anything else is false.

@@ -4,6 +4,8 @@
 
 use super::args::Tree;
 use super::error::{code, B24Error, Result};
+use super::text::{split, split_once};
+use crate::core::text::concat;
 
 /// What a verified signal tells: the portal, and when.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,10 +63,10 @@ pub(crate) fn url_decode(s: &str) -> String {
 
 /// `a=1&auth[application_token]=x` as (key, value) pairs, keys kept flat.
 pub fn parse_form(body: &str) -> Vec<(String, String)> {
-    body.split('&')
+    split(body, b'&')
         .filter(|p| !p.is_empty())
         .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            let (k, v) = split_once(p, b'=').unwrap_or((p, ""));
             (url_decode(k), url_decode(v))
         })
         .collect()
@@ -78,7 +80,7 @@ pub(crate) fn value<'a>(payload: &'a Tree, outer: &str, inner: Option<&str>) -> 
         Some(inner) => payload
             .get(outer)
             .and_then(|o| o.get(inner))
-            .or_else(|| payload.get(&[outer, "[", inner, "]"].concat())),
+            .or_else(|| payload.get(&concat(&[outer, "[", inner, "]"]))),
     }
 }
 

@@ -3,6 +3,8 @@
 
 use super::args::{Arg, Tree};
 use super::error::{B24Error, Result};
+use super::text::trim;
+use crate::core::text::concat;
 
 /// Fields `event.offline.get` filters and sorts on.
 pub const GET_FIELDS: &[&str] = &["ID", "TIMESTAMP_X", "EVENT_NAME", "MESSAGE_ID"];
@@ -27,7 +29,7 @@ fn split_op(key: &str) -> (&str, &str) {
 }
 
 fn fields_list(fields: &[&str]) -> String {
-    fields.join(", ")
+    super::text::join(fields, ", ")
 }
 
 /// `2024-07-18`, `2024-07-18T12:32:31`, with an optional `Z` or `±HH:MM` offset.
@@ -74,7 +76,7 @@ pub fn is_iso_datetime(s: &str) -> bool {
 }
 
 fn filter_value<D>(field: &str, key: &str, v: &Tree) -> Result<Arg<D>> {
-    let bad = |why: &str| B24Error::invalid("filter", &[key, ": ", why].concat());
+    let bad = |why: &str| B24Error::invalid("filter", &concat(&[key, ": ", why]));
     match field {
         "ID" => v
             .as_int()
@@ -119,10 +121,10 @@ pub fn filter<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Opti
     };
     let mut out = Vec::with_capacity(entries.len());
     for (key, value) in entries {
-        let (op, name) = split_op(key.trim());
+        let (op, name) = split_op(trim(key));
         let field = name.to_ascii_uppercase();
         if !fields.contains(&field.as_str()) {
-            let why = [
+            let why = concat(&[
                 "field '",
                 key,
                 "' is not accepted by ",
@@ -130,8 +132,7 @@ pub fn filter<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Opti
                 " (operators =, !, !=, >, >=, <, <= before one of: ",
                 &fields_list(fields),
                 ")",
-            ]
-            .concat();
+            ]);
             return Err(B24Error::invalid("filter", &why));
         }
         let sent = match value {
@@ -139,7 +140,7 @@ pub fn filter<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Opti
                 if !matches!(op, "" | "=" | "!" | "!=") {
                     return Err(B24Error::invalid(
                         "filter",
-                        &[key.as_str(), ": a list of values needs =, ! or no operator"].concat(),
+                        &concat(&[key.as_str(), ": a list of values needs =, ! or no operator"]),
                     ));
                 }
                 Arg::List(
@@ -151,7 +152,7 @@ pub fn filter<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Opti
             }
             single => filter_value(&field, key, single)?,
         };
-        out.push(([op, field.as_str()].concat(), sent));
+        out.push((concat(&[op, field.as_str()]), sent));
     }
     Ok(Some(Arg::Map(out)))
 }
@@ -170,9 +171,9 @@ pub fn order<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Optio
     };
     let mut out = Vec::with_capacity(entries.len());
     for (key, dir) in entries {
-        let field = key.trim().to_ascii_uppercase();
+        let field = trim(key).to_ascii_uppercase();
         if !fields.contains(&field.as_str()) {
-            let why = [
+            let why = concat(&[
                 "field '",
                 key,
                 "' is not accepted by ",
@@ -180,8 +181,7 @@ pub fn order<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Optio
                 " (one of: ",
                 &fields_list(fields),
                 ")",
-            ]
-            .concat();
+            ]);
             return Err(B24Error::invalid("order", &why));
         }
         let dir = match dir.as_str().map(str::to_ascii_uppercase).as_deref() {
@@ -190,7 +190,7 @@ pub fn order<D>(t: Option<&Tree>, fields: &[&str], method: &str) -> Result<Optio
             _ => {
                 return Err(B24Error::invalid(
                     "order",
-                    &[key.as_str(), " must be 'ASC' or 'DESC'"].concat(),
+                    &concat(&[key.as_str(), " must be 'ASC' or 'DESC'"]),
                 ))
             }
         };

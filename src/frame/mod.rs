@@ -6,6 +6,7 @@
 use crate::core::digits::decimal;
 use crate::core::error::{code, B24Error, Result};
 use crate::core::frame::{callback_id, command_text, split_answer};
+use crate::core::text::concat;
 use js_sys::{Function, Promise};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -107,7 +108,7 @@ impl Channel {
         let n = self.counter.get() + 1;
         self.counter.set(n);
         let callback = callback_id(js_sys::Math::random(), n);
-        let message: JsValue = if command.contains(':') {
+        let message: JsValue = if crate::core::text::contains(command, b':') {
             let o = js_sys::Object::new();
             let set = |k: &str, v: &JsValue| crate::transport::put(&o, &JsValue::from_str(k), v);
             set("method", &JsValue::from_str(command));
@@ -143,9 +144,11 @@ impl Channel {
             .ok_or_else(|| unavailable("there is no parent window".into()))?;
         if parent.post_message(&message, &self.origin).is_err() {
             self.forget(&callback);
-            return Err(unavailable(
-                ["cannot post ", command, " to the portal"].concat(),
-            ));
+            return Err(unavailable(concat(&[
+                "cannot post ",
+                command,
+                " to the portal",
+            ])));
         }
         let timeout = crate::transport::Timer::new(timeout_ms, None);
         let winner = JsFuture::from(Promise::race(&js_sys::Array::of2(&answer, &timeout.0)))
@@ -153,25 +156,30 @@ impl Channel {
             .unwrap_or(JsValue::UNDEFINED);
         if winner.is_undefined() || winner.as_bool().is_some() {
             self.forget(&callback);
-            return Err(unavailable(
-                [
-                    "the portal did not answer ",
-                    command,
-                    " within ",
-                    &decimal(timeout_ms as u64),
-                    " ms",
-                ]
-                .concat(),
-            ));
+            return Err(unavailable(concat(&[
+                "the portal did not answer ",
+                command,
+                " within ",
+                &decimal(timeout_ms as u64),
+                " ms",
+            ])));
         }
         let text = winner.as_string().ok_or_else(|| {
-            unavailable(["the portal's answer to ", command, " is larger than 1 MiB"].concat())
+            unavailable(concat(&[
+                "the portal's answer to ",
+                command,
+                " is larger than 1 MiB",
+            ]))
         })?;
         if text.is_empty() {
             return Ok(JsValue::NULL);
         }
         crate::transport::parse_json(&text).ok_or_else(|| {
-            unavailable(["the portal's answer to ", command, " is not valid JSON"].concat())
+            unavailable(concat(&[
+                "the portal's answer to ",
+                command,
+                " is not valid JSON",
+            ]))
         })
     }
 

@@ -11,6 +11,7 @@ use crate::core::digits::decimal;
 use crate::core::error::{B24Error, Result};
 use crate::core::pages::{ListPager, ListParams};
 use crate::core::retry::{is_read_method, Idempotency};
+use crate::core::text::concat;
 use crate::core::validate;
 use js_sys::{Object, Promise};
 use std::future::Future;
@@ -139,7 +140,7 @@ pub fn run_batch(
                 let bad = || {
                     B24Error::invalid(
                         "commands",
-                        &["'", &name, "' must be [method, params?]"].concat(),
+                        &concat(&["'", &name, "' must be [method, params?]"]),
                     )
                 };
                 let Tree::List(mut parts) = spec else {

@@ -6,6 +6,7 @@ use super::platform::prop;
 use crate::core::args::Tree;
 use crate::core::error::{B24Error, Result};
 use crate::core::options::Given;
+use crate::core::text::concat;
 use js_sys::Function;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
@@ -61,7 +62,7 @@ pub fn field_f64(v: &JsValue, key: &str) -> Option<f64> {
 }
 
 fn wrong(key: &str, want: &str) -> B24Error {
-    B24Error::invalid(key, &["must be ", want].concat())
+    B24Error::invalid(key, &concat(&["must be ", want]))
 }
 
 /// The options object itself: absent is an empty one, anything else must be an object.

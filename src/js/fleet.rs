@@ -15,6 +15,7 @@ use crate::core::fleet::worker::{self, FleetReporter, PortalHandler, PortalInfo}
 use crate::core::joint::LocalBoxFuture;
 use crate::core::journal::Store;
 use crate::core::model::OfflineEvent;
+use crate::core::text::concat;
 use js_sys::{Array, Function, Object, Promise};
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
@@ -118,7 +119,7 @@ export type FleetHandler = (events: OfflineEvent[], context: Omit<ConsumeContext
 fn store_failed(what: &str) -> B24Error {
     B24Error::new(
         code::STORE_FAILED,
-        ["the fleet store failed to ", what].concat(),
+        concat(&["the fleet store failed to ", what]),
     )
 }
 
@@ -353,7 +354,7 @@ impl Fleet {
                 if !field(&store, m).is_some_and(|f| f.is_function()) {
                     return Err(B24Error::invalid(
                         "store",
-                        &["has no ", m, "() method"].concat(),
+                        &concat(&["has no ", m, "() method"]),
                     ));
                 }
             }

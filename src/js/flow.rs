@@ -18,6 +18,7 @@ use crate::core::journal::Journal;
 use crate::core::model::OfflineEvent;
 use crate::core::offline::{GetArgs, Queue};
 use crate::core::options::{get_args, reserve_args, Holds, Options};
+use crate::core::text::concat;
 use crate::core::validate;
 use js_sys::{Array, Function, Object, Promise, Reflect};
 use std::cell::RefCell;
@@ -52,7 +53,7 @@ pub(crate) struct Alive(JsValue);
 
 impl Alive {
     pub(crate) fn hold(owner: &str) -> Alive {
-        Alive(hold_alive(&[ALIVE, owner].concat()))
+        Alive(hold_alive(&concat(&[ALIVE, owner])))
     }
 
     fn held(&self) -> bool {
@@ -93,17 +94,32 @@ pub(crate) struct Prepared {
     lock: String,
 }
 
-/// What a queue method needs to run the flow, owned (promises outlive `&self`).
+/// A queue object's state: what its methods need to run the flow. Shared, one pointer
+/// (promises outlive `&self`): a copy is one count, not eight.
 #[derive(Clone)]
-pub(super) struct Parts {
+pub(super) struct Parts(pub(super) Rc<Shared>);
+
+pub(super) struct Shared {
     pub(super) client: Rc<WebClient>,
     pub(super) connector: Option<String>,
-    pub(super) owner: Rc<str>,
-    pub(super) alive: Rc<Alive>,
+    /// This consumer's id in journal entries (`consumerId`, or random per queue object).
+    pub(super) owner: String,
+    pub(super) alive: Alive,
+    /// The `store` option as given (`None`: the default).
     pub(super) store: Option<JsValue>,
     pub(super) store_key: Option<String>,
-    pub(super) prepared: Rc<RefCell<Option<Rc<Prepared>>>>,
-    pub(super) alarm: Rc<crate::core::joint::Alarm>,
+    /// Features, journal and lock, asked once.
+    pub(super) prepared: RefCell<Option<Rc<Prepared>>>,
+    /// Rung by `wake()`: a polling consumer of this queue stops waiting.
+    pub(super) alarm: crate::core::joint::Alarm,
+}
+
+impl std::ops::Deref for Parts {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl Parts {
@@ -143,15 +159,14 @@ impl Parts {
         if let Some(p) = self.prepared.borrow().clone() {
             return Ok(p);
         }
-        let name = [
+        let name = concat(&[
             "b24-offline/",
             &self.client.config.origin.host,
             "/",
             app.as_deref().unwrap_or(""),
             "/",
             self.connector.as_deref().unwrap_or(""),
-        ]
-        .concat();
+        ]);
         let key = self.store_key.clone().unwrap_or_else(|| name.clone());
         let p = Rc::new(Prepared {
             journal: super::store::journal(
@@ -218,14 +233,11 @@ fn outcome(v: &JsValue) -> Outcome {
     }
     for key in Object::keys(v.unchecked_ref::<Object>()).iter() {
         if key.as_string().as_deref() != Some("failed") {
-            return Outcome::Invalid(
-                [
-                    "the handler's answer has the key '",
-                    &key.as_string().unwrap_or_default(),
-                    "'; only { failed: [...] } is understood",
-                ]
-                .concat(),
-            );
+            return Outcome::Invalid(concat(&[
+                "the handler's answer has the key '",
+                &key.as_string().unwrap_or_default(),
+                "'; only { failed: [...] } is understood",
+            ]));
         }
     }
     match Reflect::get(v, &"failed".into()) {
@@ -286,23 +298,22 @@ impl Reservation {
         resolve(&self.batch.events, &list).map_err(|why| B24Error::invalid("messageIds", &why))
     }
 
+    /// `f` on the flow with this reservation's process id and error flag (not a copy of the
+    /// whole batch: nothing else is needed).
     fn run(
         &self,
         f: impl for<'a> FnOnce(
                 Flow<'a, WebPlatform>,
-                Batch<JsData>,
+                &'a str,
+                bool,
             ) -> LocalBoxFuture<'a, Result<JsValue>>
             + 'static,
     ) -> Promise {
-        let (parts, prepared, holds, batch) = (
-            self.parts.clone(),
-            self.prepared.clone(),
-            self.holds,
-            self.batch.clone(),
-        );
+        let (parts, prepared, holds) = (self.parts.clone(), self.prepared.clone(), self.holds);
+        let (pid, error) = (self.batch.process_id.clone(), self.batch.error);
         promise(async move {
             let flow = parts.flow(&prepared, false, false, holds);
-            f(flow, batch).await
+            f(flow, &pid, error).await
         })
     }
 }
@@ -352,9 +363,9 @@ impl Reservation {
         message_ids: Option<JsValue>,
     ) -> Promise {
         let ids = self.named(message_ids);
-        self.run(move |flow, batch| {
+        self.run(move |flow, pid, _| {
             Box::pin(async move {
-                flow.ack(&batch.process_id, &ids?).await?;
+                flow.ack(pid, &ids?).await?;
                 Ok(JsValue::UNDEFINED)
             })
         })
@@ -374,9 +385,9 @@ impl Reservation {
         } else {
             self.named(Some(message_ids))
         };
-        self.run(move |flow, batch| {
+        self.run(move |flow, pid, error| {
             Box::pin(async move {
-                flow.fail(&batch.process_id, &ids?, batch.error).await?;
+                flow.fail(pid, &ids?, error).await?;
                 Ok(JsValue::UNDEFINED)
             })
         })
@@ -523,12 +534,11 @@ pub(super) fn take(parts: Parts, opts: Option<JsValue>) -> Promise {
         if !taken.malformed.is_empty() {
             parts.client.log(
                 crate::core::platform::Level::Warn,
-                &[
+                &concat(&[
                     "take() read ",
                     &decimal(taken.malformed.len() as u64),
                     " rows that are not readable events; the portal deleted them with the rest",
-                ]
-                .concat(),
+                ]),
                 None,
                 taken.process_id.as_deref(),
             );

@@ -11,6 +11,7 @@ use crate::core::digits::decimal;
 use crate::core::error::{B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::offline::{GetArgs, ListArgs, Pager, Queue, Selection};
+use crate::core::text::concat;
 use crate::core::validate;
 use js_sys::{Function, Object, Promise};
 use std::cell::RefCell;
@@ -28,18 +29,7 @@ type QueueFn = dyn for<'q> FnOnce(
 
 #[wasm_bindgen]
 pub struct OfflineQueue {
-    pub(crate) client: Rc<WebClient>,
-    pub(crate) connector: Option<String>,
-    /// This consumer's id in journal entries (`consumerId`, or random per queue object).
-    pub(crate) owner: Rc<str>,
-    pub(crate) alive: Rc<super::flow::Alive>,
-    /// The `store` option as given (`None`: the default).
-    pub(crate) store: Option<JsValue>,
-    pub(crate) store_key: Option<String>,
-    /// Features, journal and lock, asked once (see `flow.rs`).
-    pub(crate) prepared: Rc<RefCell<Option<Rc<super::flow::Prepared>>>>,
-    /// Rung by `wake()`: a polling consumer of this queue stops waiting.
-    pub(crate) alarm: Rc<crate::core::joint::Alarm>,
+    shared: super::flow::Parts,
 }
 
 impl OfflineQueue {
@@ -51,33 +41,26 @@ impl OfflineQueue {
         store_key: Option<String>,
     ) -> OfflineQueue {
         OfflineQueue {
-            client,
-            connector,
-            alive: Rc::new(super::flow::Alive::hold(&owner)),
-            owner: owner.into(),
-            store,
-            store_key,
-            prepared: Rc::default(),
-            alarm: Rc::default(),
+            shared: super::flow::Parts(Rc::new(super::flow::Shared {
+                client,
+                connector,
+                alive: super::flow::Alive::hold(&owner),
+                owner,
+                store,
+                store_key,
+                prepared: Default::default(),
+                alarm: Default::default(),
+            })),
         }
     }
 
     /// What the reservation flow's methods (`flow.rs`) need, owned.
     fn flow_parts(&self) -> super::flow::Parts {
-        super::flow::Parts {
-            client: self.client.clone(),
-            connector: self.connector.clone(),
-            owner: self.owner.clone(),
-            alive: self.alive.clone(),
-            store: self.store.clone(),
-            store_key: self.store_key.clone(),
-            prepared: self.prepared.clone(),
-            alarm: self.alarm.clone(),
-        }
+        self.shared.clone()
     }
 
     fn parts(&self) -> (Rc<WebClient>, Option<String>) {
-        (self.client.clone(), self.connector.clone())
+        (self.shared.client.clone(), self.shared.connector.clone())
     }
 
     /// A queue method as a Promise: reads the options object and its `signal`, and hands both
@@ -130,13 +113,13 @@ impl OfflineQueue {
     /// when an onOfflineEvent signal arrives. Signals are not retried by the portal, so the
     /// consumer keeps polling slowly on its own as well.
     pub fn wake(&self) {
-        self.alarm.ring();
+        self.shared.alarm.ring();
     }
 
     /// The `auth_connector` every call of this queue carries.
     #[wasm_bindgen(getter)]
     pub fn connector(&self) -> Option<String> {
-        self.connector.clone()
+        self.shared.connector.clone()
     }
 
     /// What the portal's plan offers: `{ extended, connector }`.
@@ -299,12 +282,11 @@ impl OfflineQueue {
                     if !page.malformed.is_empty() {
                         client.log(
                             crate::core::platform::Level::Warn,
-                            &[
+                            &concat(&[
                                 "listAll() skipped ",
                                 &decimal(page.malformed.len() as u64),
                                 " rows that are not readable events",
-                            ]
-                            .concat(),
+                            ]),
                             None,
                             None,
                         );
@@ -407,11 +389,11 @@ impl OfflineQueue {
         #[wasm_bindgen(unchecked_optional_param_type = "CallOptions")] options: Option<JsValue>,
     ) -> Promise {
         run_call(
-            self.client.clone(),
+            self.shared.client.clone(),
             method,
             params,
             options,
-            self.connector.clone(),
+            self.shared.connector.clone(),
             Want::Result,
         )
     }
@@ -424,10 +406,10 @@ impl OfflineQueue {
         #[wasm_bindgen(unchecked_optional_param_type = "BatchOptions")] options: Option<JsValue>,
     ) -> Promise {
         run_batch(
-            self.client.clone(),
+            self.shared.client.clone(),
             commands,
             options,
-            self.connector.clone(),
+            self.shared.connector.clone(),
         )
     }
 

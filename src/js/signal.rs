@@ -32,7 +32,7 @@ pub fn verify_offline_signal(
 #[inline(always)]
 pub(super) fn payload(body: &JsValue, bad_json: &'static str) -> Result<Tree> {
     if let Some(text) = body.as_string() {
-        let t = text.trim_start();
+        let t = crate::core::text::trim_start(&text);
         if t.starts_with('{') {
             let parsed = crate::transport::parse_json(t)
                 .ok_or_else(|| B24Error::new(bad_json, "the body is not valid JSON"))?;

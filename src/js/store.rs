@@ -7,6 +7,7 @@ use super::convert::field;
 use crate::core::error::{code, B24Error, Result};
 use crate::core::joint::LocalBoxFuture;
 use crate::core::journal::{Journal, MemoryStore, Store};
+use crate::core::text::concat;
 use js_sys::{Function, Promise};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -25,7 +26,7 @@ extern "C" {
 fn failed(what: &str) -> B24Error {
     B24Error::new(
         code::STORE_FAILED,
-        ["the journal store failed to ", what].concat(),
+        concat(&["the journal store failed to ", what]),
     )
 }
 

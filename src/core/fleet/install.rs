@@ -11,6 +11,7 @@ use super::super::args::Tree;
 use super::super::error::{code, B24Error, Result};
 use super::super::origin::{host_allowed, Origin};
 use super::super::signal::{constant_time_eq, field, value};
+use crate::core::text::concat;
 
 /// The OAuth server of Bitrix24's cloud; the default `oauthServers`.
 pub const BITRIX_OAUTH: &str = "oauth.bitrix.info";
@@ -72,9 +73,9 @@ fn invalid(why: &str) -> B24Error {
 
 /// A token as the portal issues them: printable ASCII without spaces, at most 512 bytes.
 fn token(v: Option<&str>, name: &str) -> Result<String> {
-    let v = v.ok_or_else(|| invalid(&["no ", name, " in the install request"].concat()))?;
+    let v = v.ok_or_else(|| invalid(&concat(&["no ", name, " in the install request"])))?;
     if v.is_empty() || v.len() > 512 || !v.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(invalid(&[name, " is not a token"].concat()));
+        return Err(invalid(&concat(&[name, " is not a token"])));
     }
     Ok(v.to_string())
 }
@@ -90,7 +91,7 @@ pub fn member_id(v: Option<&str>) -> Result<String> {
 
 /// `scheme://host/path` split, for endpoints (no query, no credentials).
 fn endpoint(url: &str, allow_http: bool, what: &str) -> Result<(Origin, String)> {
-    let bad = || invalid(&[what, " is not an https URL of a host"].concat());
+    let bad = || invalid(&concat(&[what, " is not an https URL of a host"]));
     let scheme_end = url.find("://").ok_or_else(bad)?;
     let rest = url.get(scheme_end + 3..).ok_or_else(bad)?;
     let slash = rest.find('/').unwrap_or(rest.len());
@@ -102,7 +103,7 @@ fn endpoint(url: &str, allow_http: bool, what: &str) -> Result<(Origin, String)>
         return Err(bad());
     }
     let origin = Origin::parse(
-        &[url.get(..scheme_end + 3).unwrap_or(""), host].concat(),
+        &concat(&[url.get(..scheme_end + 3).unwrap_or(""), host]),
         allow_http,
     )
     .map_err(|_| bad())?;
@@ -141,7 +142,11 @@ impl Install {
                 field(payload, "REFRESH_ID", None),
                 value(payload, "AUTH_EXPIRES", None),
                 Some(DEFAULT_SERVER_ENDPOINT),
-                Some([if https { "https://" } else { "http://" }, domain, "/rest/"].concat()),
+                Some(concat(&[
+                    if https { "https://" } else { "http://" },
+                    domain,
+                    "/rest/",
+                ])),
                 None,
             )
         };
@@ -229,7 +234,7 @@ mod tests {
     const MEMBER: &str = "a223c6b3710f85df22e9377d6c4f7553";
 
     fn event(extra: &str) -> Tree {
-        form_tree(&[
+        form_tree(&concat(&[
             "event=ONAPPINSTALL&data%5BVERSION%5D=1&ts=1696527000",
             "&auth%5Bdomain%5D=acme.bitrix24.com&auth%5Baccess_token%5D=s6p6eclrvim6da22",
             "&auth%5Brefresh_token%5D=4s386p3q0tr8dy89&auth%5Bexpires_in%5D=3600",
@@ -238,8 +243,7 @@ mod tests {
             "&auth%5Bmember_id%5D=A223C6B3710F85DF22E9377D6C4F7553",
             "&auth%5Bapplication_token%5D=51856fefc120afa4b628cc82d3935cce",
             extra,
-        ]
-        .concat())
+        ]))
     }
 
     fn refused(t: &Tree, trust: &Trust, why: &str) {
@@ -269,28 +273,22 @@ mod tests {
         );
         assert!(!format!("{i:?}").contains("s6p6"));
         // Nested JSON, as a framework that parses the body hands it over.
-        let json = tree(
-            &[
-                r#"{"event":"ONAPPINSTALL","auth":{"domain":"acme.bitrix24.com","#,
-                r#""access_token":"a1","refresh_token":"r1","expires_in":3600,"#,
-                r#""server_endpoint":"https://oauth.bitrix.info/rest/","#,
-                r#""client_endpoint":"https://acme.bitrix24.com/rest/","#,
-                r#""member_id":"a223c6b3710f85df22e9377d6c4f7553","application_token":"t1"}}"#,
-            ]
-            .concat(),
-        );
+        let json = tree(&concat(&[
+            r#"{"event":"ONAPPINSTALL","auth":{"domain":"acme.bitrix24.com","#,
+            r#""access_token":"a1","refresh_token":"r1","expires_in":3600,"#,
+            r#""server_endpoint":"https://oauth.bitrix.info/rest/","#,
+            r#""client_endpoint":"https://acme.bitrix24.com/rest/","#,
+            r#""member_id":"a223c6b3710f85df22e9377d6c4f7553","application_token":"t1"}}"#,
+        ]));
         let j = Install::read(&json, &Trust::default()).unwrap();
         assert_eq!((j.access_token.as_str(), j.expires_in_s), ("a1", 3600.0));
         // The install page's POST.
-        let page = form_tree(
-            &[
-                "DOMAIN=acme.bitrix24.com&PROTOCOL=1&LANG=en&APP_SID=x",
-                "&AUTH_ID=a2&AUTH_EXPIRES=3600&REFRESH_ID=r2&member_id=",
-                MEMBER,
-                "&status=F&PLACEMENT=DEFAULT",
-            ]
-            .concat(),
-        );
+        let page = form_tree(&concat(&[
+            "DOMAIN=acme.bitrix24.com&PROTOCOL=1&LANG=en&APP_SID=x",
+            "&AUTH_ID=a2&AUTH_EXPIRES=3600&REFRESH_ID=r2&member_id=",
+            MEMBER,
+            "&status=F&PLACEMENT=DEFAULT",
+        ]));
         let p = Install::read(&page, &Trust::default()).unwrap();
         assert_eq!(p.application_token, None);
         assert_eq!(p.server_endpoint, DEFAULT_SERVER_ENDPOINT);
@@ -299,14 +297,13 @@ mod tests {
 
     #[test]
     fn the_emulator_is_trusted_only_on_loopback_with_allow_http() {
-        let local = form_tree(&[
+        let local = form_tree(&concat(&[
             "event=ONAPPINSTALL&auth[domain]=127.0.0.1:8024&auth[access_token]=a&auth[refresh_token]=r",
             "&auth[expires_in]=3600&auth[server_endpoint]=http://127.0.0.1:8024/oauth/",
             "&auth[client_endpoint]=http://127.0.0.1:8024/rest/&auth[member_id]=",
             MEMBER,
             "&auth[application_token]=t",
-        ]
-        .concat());
+        ]));
         let trust = Trust {
             allow_http: true,
             ..Trust::default()
@@ -405,23 +402,21 @@ mod tests {
 
     #[test]
     fn uninstall_is_proven_by_the_application_token() {
-        let u = Uninstall::read(&form_tree(
-            &[
-                "event=ONAPPUNINSTALL&data[CLEAN]=1&auth[member_id]=",
-                MEMBER,
-                "&auth[application_token]=51856fefc120afa4b628cc82d3935cce",
-            ]
-            .concat(),
-        ))
+        let u = Uninstall::read(&form_tree(&concat(&[
+            "event=ONAPPUNINSTALL&data[CLEAN]=1&auth[member_id]=",
+            MEMBER,
+            "&auth[application_token]=51856fefc120afa4b628cc82d3935cce",
+        ])))
         .unwrap();
         assert_eq!(u.member_id, MEMBER);
         assert!(u.matches("51856fefc120afa4b628cc82d3935cce"));
         assert!(!u.matches("51856fefc120afa4b628cc82d3935ccf"));
         assert!(!u.matches(""));
         assert!(Uninstall::read(&form_tree("event=ONAPPINSTALL&auth[member_id]=x")).is_err());
-        assert!(Uninstall::read(&form_tree(
-            &["event=ONAPPUNINSTALL&auth[member_id]=", MEMBER].concat()
-        ))
+        assert!(Uninstall::read(&form_tree(&concat(&[
+            "event=ONAPPUNINSTALL&auth[member_id]=",
+            MEMBER
+        ])))
         .is_err());
     }
 }

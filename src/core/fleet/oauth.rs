@@ -14,6 +14,7 @@ use super::super::platform::{HttpRequest, Platform, TransportError};
 use super::install::{member_id, Trust};
 use super::record::Record;
 use super::store::FleetStore;
+use crate::core::text::concat;
 use std::cell::Cell;
 use std::rc::Rc;
 
@@ -40,11 +41,11 @@ const REFRESH_POLL_MS: f64 = 200.0;
 
 /// The store key of a portal's record, and of its refresh lease.
 pub fn record_key(prefix: &str, member_id: &str) -> String {
-    [prefix, "portal/", member_id].concat()
+    concat(&[prefix, "portal/", member_id])
 }
 
 fn refresh_lease(prefix: &str, member_id: &str) -> String {
-    [prefix, "refresh/", member_id].concat()
+    concat(&[prefix, "refresh/", member_id])
 }
 
 fn failed(why: &str) -> B24Error {
@@ -67,12 +68,11 @@ pub fn stopped_error(record: &Record) -> Option<B24Error> {
     let code = record.stopped.as_deref()?;
     let mut e = B24Error::new(
         code::PORTAL_STOPPED,
-        [
+        concat(&[
             "the portal is stopped (",
             code,
             "); a new install of the app brings it back",
-        ]
-        .concat(),
+        ]),
     );
     e.moved_to = record.moved_to.clone();
     Some(e)
@@ -278,7 +278,7 @@ impl<P: Platform + Clone> Inner<P> {
             .ok_or_else(|| failed("the stored server_endpoint is not a URL"))?;
         let host = after.split('/').next().unwrap_or("");
         let scheme = server.get(..server.len() - after.len()).unwrap_or("");
-        let base = [scheme, host].concat();
+        let base = concat(&[scheme, host]);
         let same = base == record.origin.origin();
         let https = server.starts_with("https://");
         if !(same || (https && host_allowed(host, &self.trust.oauth_servers))) {
@@ -286,7 +286,7 @@ impl<P: Platform + Clone> Inner<P> {
                 "the stored server_endpoint is neither the portal nor a trusted OAuth server",
             ));
         }
-        let mut url = [&base, "/oauth/token/?grant_type=refresh_token&client_id="].concat();
+        let mut url = concat(&[&base, "/oauth/token/?grant_type=refresh_token&client_id="]);
         super::super::args::url_encode(&mut url, &self.app.client_id);
         url.push_str("&client_secret=");
         super::super::args::url_encode(&mut url, &self.app.client_secret);

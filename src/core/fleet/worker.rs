@@ -26,6 +26,7 @@ use super::record::Record;
 use super::settings::Settings;
 use super::store::{Fenced, FleetStore};
 use crate::core::args::Tree;
+use crate::core::text::concat;
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -110,19 +111,19 @@ pub struct Fleet<P: Platform + Clone> {
 }
 
 fn lease_name(prefix: &str, member: &str) -> String {
-    [prefix, "lease/", member].concat()
+    concat(&[prefix, "lease/", member])
 }
 
 fn journal_key(prefix: &str, member: &str) -> String {
-    [prefix, "journal/", member].concat()
+    concat(&[prefix, "journal/", member])
 }
 
 fn worker_key(prefix: &str, worker: &str) -> String {
-    [prefix, "worker/", worker].concat()
+    concat(&[prefix, "worker/", worker])
 }
 
 fn wake_key(prefix: &str, member: &str) -> String {
-    [prefix, "wake/", member].concat()
+    concat(&[prefix, "wake/", member])
 }
 
 fn invalid(why: &str) -> B24Error {
@@ -216,19 +217,16 @@ impl<P: Platform + Clone> Fleet<P> {
             .await
             .map_err(|e| {
                 let mut out = invalid("the portal did not accept the install's access token");
-                out.description.push_str(&[" (", &e.code, ")"].concat());
+                out.description.push_str(&concat(&[" (", &e.code, ")"]));
                 out
             })?
             .into_result()
             .map_err(|e| {
-                invalid(
-                    &[
-                        "the portal refused the install's access token (",
-                        &e.code,
-                        ")",
-                    ]
-                    .concat(),
-                )
+                invalid(&concat(&[
+                    "the portal refused the install's access token (",
+                    &e.code,
+                    ")",
+                ]))
             })?;
         if let Some((_, known)) = &existing {
             let moved_here = known.stopped.is_some()
@@ -454,7 +452,7 @@ impl<P: Platform + Clone> Fleet<P> {
             if let Err(e) = self.scan(&handler, &reporter).await {
                 me.platform.log(
                     Level::Warn,
-                    &["the fleet's scan failed: ", &e.message()].concat(),
+                    &concat(&["the fleet's scan failed: ", &e.message()]),
                     &Context::default(),
                 );
             }
@@ -511,7 +509,7 @@ impl<P: Platform + Clone> Fleet<P> {
             )
             .await?;
         let workers = self.live_workers(now).await?.max(1);
-        let prefix = [&s.prefix, "portal/"].concat();
+        let prefix = concat(&[&s.prefix, "portal/"]);
         let members: Vec<String> = me
             .store
             .keys(&prefix)
@@ -616,7 +614,7 @@ impl<P: Platform + Clone> Fleet<P> {
     /// Workers whose heartbeat has not run out; heartbeats long dead are removed.
     async fn live_workers(&self, now: f64) -> Result<usize> {
         let me = &self.inner;
-        let prefix = [&me.settings.prefix, "worker/"].concat();
+        let prefix = concat(&[&me.settings.prefix, "worker/"]);
         let mut live = 0;
         for k in me.store.keys(&prefix).await? {
             let until = me
@@ -780,14 +778,13 @@ fn stopped_by(e: &B24Error) -> B24Error {
     }
     let mut out = B24Error::new(
         code::PORTAL_STOPPED,
-        [
+        concat(&[
             "the portal is stopped (",
             &e.code,
             ": ",
             &e.description,
             "); a new install of the app brings it back",
-        ]
-        .concat(),
+        ]),
     );
     out.moved_to = e.moved_to.clone();
     out
