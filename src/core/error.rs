@@ -104,8 +104,14 @@ impl Kind {
     }
 }
 
+/// A failure, boxed: it travels in every `Result` of the library, and a pointer there instead
+/// of its five fields makes every future and every `Result` that may hold one smaller (several
+/// KB of the wasm). Its fields read through `Deref` (`e.code`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct B24Error {
+pub struct B24Error(Box<Details>);
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Details {
     pub code: Cow<'static, str>,
     /// HTTP status of the response, 0 when there was none.
     pub status: u16,
@@ -116,26 +122,39 @@ pub struct B24Error {
     pub moved_to: Option<String>,
 }
 
+impl std::ops::Deref for B24Error {
+    type Target = Details;
+    fn deref(&self) -> &Details {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for B24Error {
+    fn deref_mut(&mut self) -> &mut Details {
+        &mut self.0
+    }
+}
+
 impl B24Error {
     pub fn new(code: &'static str, description: impl Into<String>) -> B24Error {
-        B24Error {
+        B24Error(Box::new(Details {
             code: Cow::Borrowed(code),
             status: 0,
             method: String::new(),
             description: description.into(),
             moved_to: None,
-        }
+        }))
     }
 
     /// An error the portal answered with.
     pub fn portal(code: &str, status: u16, description: &str) -> B24Error {
-        B24Error {
+        B24Error(Box::new(Details {
             code: Cow::Owned(code.to_string()),
             status,
             method: String::new(),
             description: description.to_string(),
             moved_to: None,
-        }
+        }))
     }
 
     pub fn invalid(param: &str, why: &str) -> B24Error {
