@@ -86,15 +86,9 @@ fn a_throwing_handler_fails_its_whole_batch() {
     let (p, _) = run(&world, memory(), &rec, &opts(10.0), None);
     assert_eq!((p.failed, p.acked), (10, 30));
     assert_eq!(world.queue(), (0, 0, 0));
-    assert!(world
-        .fake
-        .seen
-        .borrow()
-        .logs
-        .iter()
-        .any(|l| l.contains("the handler threw")
-            && l.contains(" portal=")
-            && l.contains(" processId=")));
+    assert!(world.logged(|l| l.contains("the handler threw")
+        && l.contains(" portal=")
+        && l.contains(" processId=")));
 }
 
 #[test]

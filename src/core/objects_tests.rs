@@ -4,7 +4,7 @@
 
 use super::args::{Arg, Body, Tree};
 use super::client::CallOptions;
-use super::consume::Outcome;
+use super::consume::{Outcome, Progress};
 use super::error::code;
 use super::objects::{Found, Objects};
 use super::offline::Queue;
@@ -107,6 +107,31 @@ fn recorder() -> (Rc<Recorder>, Seen) {
     (rec, seen)
 }
 
+/// Consumes everything with `objects` (these rules): the run's progress, and what the handler
+/// saw of each event.
+fn consume_objects(world: &World, rules: Tree) -> (Progress, Vec<(String, String)>) {
+    let (rec, seen) = recorder();
+    let (p, _) = run(world, memory(), &rec, &with_objects(50.0, rules), None);
+    let seen = seen.borrow().clone();
+    (p, seen)
+}
+
+/// The app's rules, as the binding reads them.
+fn rules(v: Value) -> Tree {
+    super::read::tree::<super::testkit::Fake>(&v)
+}
+
+/// A portal whose answers to the objects' `batch` requests `alter` changes.
+fn altering(alter: fn(&mut Value)) -> World {
+    World::new(Rc::new(RefCell::new(move |m: &str, b: &Value| {
+        if batch_has(m, b, "crm.deal.get") {
+            Net::Alter(alter)
+        } else {
+            Net::Pass
+        }
+    })))
+}
+
 fn object_gets(world: &World) -> (usize, usize) {
     (
         world.count_where(|m, b| batch_has(m, b, "crm.deal.get")),
@@ -118,16 +143,8 @@ fn object_gets(world: &World) -> (usize, usize) {
 fn each_event_gets_its_object_in_one_batch_request_per_batch() {
     let world = World::passing();
     deals(&world, 1, 120);
-    let (rec, seen) = recorder();
-    let (p, _) = run(
-        &world,
-        memory(),
-        &rec,
-        &with_objects(50.0, Tree::Bool(true)),
-        None,
-    );
+    let (p, seen) = consume_objects(&world, Tree::Bool(true));
     assert_eq!((p.reserved, p.acked, p.failed), (120, 120, 0));
-    let seen = seen.borrow();
     assert_eq!(seen.len(), 120);
     for (i, (name, id)) in seen.iter().enumerate() {
         assert_eq!(name, "ONCRMDEALUPDATE");
@@ -153,12 +170,9 @@ fn deletions_gone_objects_and_unmapped_events_pass_through_as_such() {
     fire_event(&world, "ONCRMDEALADD", json!({"FIELDS": {"ID": "4"}}));
     // An event the app gives no rule (turned off below).
     fire_event(&world, "ONCRMLEADADD", json!({"FIELDS": {"ID": "1"}}));
-    let (rec, seen) = recorder();
     // A deal's ADD fetches it too; its STAGE_ID is WON by now.
-    let rules = super::read::tree::<super::testkit::Fake>(&json!({ "ONCRMLEADADD": false }));
-    let (p, _) = run(&world, memory(), &rec, &with_objects(50.0, rules), None);
+    let (p, mut seen) = consume_objects(&world, rules(json!({ "ONCRMLEADADD": false })));
     assert_eq!((p.acked, p.failed), (7, 0));
-    let mut seen = seen.borrow().clone();
     seen.sort();
     let expect: Vec<(String, String)> = [
         ("ONCRMDEALADD", "4"),
@@ -191,34 +205,20 @@ fn the_apps_rules_extend_and_override_the_built_in_ones() {
     deals(&world, 1, 3);
     // The app turns deal updates off.
     let off = json!({ "ONCRMDEALUPDATE": false });
-    let (rec, seen) = recorder();
-    run(
-        &world,
-        memory(),
-        &rec,
-        &with_objects(50.0, super::read::tree::<super::testkit::Fake>(&off)),
-        None,
-    );
-    assert!(seen.borrow().iter().all(|(_, w)| w == "none"));
+    let (_, seen) = consume_objects(&world, rules(off));
+    assert!(seen.iter().all(|(_, w)| w == "none"));
     assert_eq!(object_gets(&world), (0, 0));
     // Its own rule, with more parameters.
     deals(&world, 4, 3);
     let own = json!({
         "onCrmDealUpdate": { "method": "crm.deal.get", "params": { "select": ["ID", "STAGE_ID"] } },
     });
-    let (rec, seen) = recorder();
-    run(
-        &world,
-        memory(),
-        &rec,
-        &with_objects(50.0, super::read::tree::<super::testkit::Fake>(&own)),
-        None,
-    );
-    assert_eq!(seen.borrow().len(), 3);
+    let (_, seen) = consume_objects(&world, rules(own));
+    assert_eq!(seen.len(), 3);
     assert!(
-        seen.borrow().iter().all(|(_, w)| w.parse::<u64>().is_ok()),
+        seen.iter().all(|(_, w)| w.parse::<u64>().is_ok()),
         "{:?}",
-        seen.borrow()
+        seen
     );
     let sent = world
         .fake
@@ -262,24 +262,10 @@ fn refuse_first_get(v: &mut Value) {
 
 #[test]
 fn a_refused_get_costs_only_its_event() {
-    let world = World::new(Rc::new(RefCell::new(|m: &str, b: &Value| {
-        if batch_has(m, b, "crm.deal.get") {
-            Net::Alter(refuse_first_get)
-        } else {
-            Net::Pass
-        }
-    })));
+    let world = altering(refuse_first_get);
     deals(&world, 1, 3);
-    let (rec, seen) = recorder();
-    let (p, _) = run(
-        &world,
-        memory(),
-        &rec,
-        &with_objects(50.0, Tree::Bool(true)),
-        None,
-    );
+    let (p, seen) = consume_objects(&world, Tree::Bool(true));
     assert_eq!((p.acked, p.failed), (3, 0));
-    let seen = seen.borrow();
     assert_eq!(seen[0].1, "failed ACCESS_DENIED");
     assert_eq!((seen[1].1.as_str(), seen[2].1.as_str()), ("2", "3"));
 }
@@ -311,24 +297,11 @@ fn nonsense_in_place_of_objects() {
         (missing, "gone"),
         (not_found_in_words, "gone"),
     ] {
-        let world = World::new(Rc::new(RefCell::new(move |m: &str, b: &Value| {
-            if batch_has(m, b, "crm.deal.get") {
-                Net::Alter(alter)
-            } else {
-                Net::Pass
-            }
-        })));
+        let world = altering(alter);
         deals(&world, 1, 3);
-        let (rec, seen) = recorder();
-        let (p, _) = run(
-            &world,
-            memory(),
-            &rec,
-            &with_objects(50.0, Tree::Bool(true)),
-            None,
-        );
+        let (p, seen) = consume_objects(&world, Tree::Bool(true));
         assert_eq!((p.acked, p.failed), (3, 0), "{want}");
-        let states: Vec<String> = seen.borrow().iter().map(|(_, w)| w.clone()).collect();
+        let states: Vec<&str> = seen.iter().map(|(_, w)| w.as_str()).collect();
         assert_eq!(states[..2], [want, want], "{want}");
     }
 }
@@ -344,25 +317,18 @@ fn an_event_without_an_id_costs_only_itself() {
     ] {
         fire_event(&world, "ONCRMDEALUPDATE", data);
     }
-    let (rec, seen) = recorder();
-    let (p, _) = run(
-        &world,
-        memory(),
-        &rec,
-        &with_objects(50.0, Tree::Bool(true)),
-        None,
-    );
+    let (p, seen) = consume_objects(&world, Tree::Bool(true));
     assert_eq!((p.acked, p.failed), (p.reserved, 0));
-    let states: Vec<String> = seen.borrow().iter().map(|(_, w)| w.clone()).collect();
+    let states: Vec<&str> = seen.iter().map(|(_, w)| w.as_str()).collect();
     assert_eq!(
         states
             .iter()
-            .filter(|s| *s == "failed BAD_RESPONSE")
+            .filter(|s| **s == "failed BAD_RESPONSE")
             .count(),
         3,
         "{states:?}"
     );
-    assert!(states.contains(&"1".to_string()) && states.contains(&"2".to_string()));
+    assert!(states.contains(&"1") && states.contains(&"2"));
 }
 
 /// The objects' request fails for good: the handler never sees the batch, which goes to the
@@ -380,20 +346,12 @@ fn when_the_objects_cannot_be_fetched_the_batch_fails_whole_and_comes_back() {
         }
     })));
     deals(&world, 1, 10);
-    let (rec, seen) = recorder();
-    let (p, _) = run(
-        &world,
-        memory(),
-        &rec,
-        &with_objects(50.0, Tree::Bool(true)),
-        None,
-    );
+    let (p, seen) = consume_objects(&world, Tree::Bool(true));
     assert_eq!(
         (p.failed, p.acked),
         (10, 10),
         "failed once, then acknowledged"
     );
-    let seen = seen.borrow();
     assert_eq!(
         seen.len(),
         10,
@@ -401,13 +359,7 @@ fn when_the_objects_cannot_be_fetched_the_batch_fails_whole_and_comes_back() {
     );
     assert!(seen.iter().all(|(_, w)| w.parse::<u64>().is_ok()));
     assert_eq!(world.queue(), (0, 0, 0));
-    assert!(world
-        .fake
-        .seen
-        .borrow()
-        .logs
-        .iter()
-        .any(|l| l.contains("its objects could not be fetched")));
+    assert!(world.logged(|l| l.contains("its objects could not be fetched")));
 }
 
 #[test]
@@ -496,7 +448,8 @@ fn an_abort_while_fetching_leaves_the_batch_for_the_next_run() {
         None,
     );
     assert_eq!((p.recovered, p.acked, p.failed), (5, 5, 0));
-    assert_eq!(seen.borrow().len(), 5);
-    assert!(seen.borrow().iter().all(|(_, w)| w.parse::<u64>().is_ok()));
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 5);
+    assert!(seen.iter().all(|(_, w)| w.parse::<u64>().is_ok()));
     assert_eq!(world.queue(), (0, 0, 0));
 }

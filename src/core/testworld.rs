@@ -194,6 +194,11 @@ impl World {
             .count()
     }
 
+    /// Whether a line of the log says yes to `pick`.
+    pub(crate) fn logged(&self, pick: impl Fn(&str) -> bool) -> bool {
+        self.fake.seen.borrow().logs.iter().any(|l| pick(l))
+    }
+
     pub(crate) fn count(&self, method: &str) -> usize {
         self.fake
             .seen
