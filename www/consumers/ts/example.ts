@@ -40,6 +40,8 @@ export async function run(domain: string, accessToken: string): Promise<number> 
     { objects: { ONCRMACTIVITYADD: { method: 'crm.activity.get' }, ONCRMDEALDELETE: { deleted: true }, ONUSERADD: false } },
   );
   const deal: unknown = await b24.call('crm.deal.get', { id: id ?? 1 });
+  for await (const rows of b24.fetchList('crm.deal.list', { select: ['ID'] }, { idKey: 'ID' })) console.log(rows.length);
+  const tasks: unknown[] = await b24.callList('tasks.task.list', {}, { idKey: 'id', resultKey: 'tasks' });
   const batch = await b24.batch({ a: ['crm.deal.get', { id: 1 }] }, { halt: true });
   if (!batch.ok) {
     const e: B24Error = batch.errors['a'];
@@ -51,5 +53,5 @@ export async function run(domain: string, accessToken: string): Promise<number> 
     if (e instanceof B24Error && e.code === 'QUERY_LIMIT_EXCEEDED') return -1;
   }
   const stats = b24.stats();
-  return summary.acked + stats.requests;
+  return summary.acked + stats.requests + tasks.length;
 }
