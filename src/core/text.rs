@@ -1,6 +1,7 @@
-//! Splitting text at an ASCII separator and trimming whitespace, written by hand: `str::split(char)`, `split_once`,
-//! `rsplit_once` and `contains(char)` bring core's char searcher, `memchr` and their
-//! iterators into the wasm (about 2 KB raw) for a handful of short strings. An ASCII byte never
+//! Splitting text at an ASCII separator, trimming whitespace and joining, written by hand:
+//! `str::split(char)`, `split_once`, `rsplit_once` and `contains(char)` bring core's char
+//! searcher, `memchr` and their iterators into the wasm (about 2 KB raw) for a handful of short
+//! strings. An ASCII byte never
 //! occurs inside a multi-byte UTF-8 sequence, so splitting at the byte is splitting at the char:
 //! these give exactly what the std methods give for `sep as char`. `trim` likewise replaces
 //! std's char predicate searcher (1 KB raw) for the same whitespace.
@@ -77,8 +78,8 @@ pub fn trim_end(s: &str) -> &str {
     }
 }
 
-/// The parts one after another, as `parts.concat()` gives them: std's generic join (1 KB in
-/// the wasm) for the library's messages and names.
+/// The parts one after another, as `parts.concat()` gives them, without std's generic join
+/// (1 KB in the wasm) for the library's messages and names.
 pub fn concat(parts: &[&str]) -> String {
     join(parts, "")
 }
