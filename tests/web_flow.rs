@@ -468,3 +468,107 @@ async fn one_consumer_per_queue_at_a_time() {
     );
     assert_eq!(left("web.flow.lock").await, (0, 0));
 }
+
+/// Step 3, the list pager and the logger's context, in the browser: each event with its deal as
+/// it is now (one gone), fetched without a single `crm.deal.get`; the deals page by ID; every
+/// log line of the run names the portal.
+#[wasm_bindgen_test]
+async fn objects_pages_and_log_context_in_the_browser() {
+    fresh().await;
+    let lines = Rc::new(RefCell::new(Vec::<(String, JsValue)>::new()));
+    let l = lines.clone();
+    let logger = Closure::<dyn Fn(JsValue, JsValue, JsValue)>::new(
+        move |_level: JsValue, message: JsValue, context: JsValue| {
+            l.borrow_mut()
+                .push((message.as_string().unwrap_or_default(), context));
+        },
+    );
+    let logger: Function = logger.into_js_value().unchecked_into();
+    let t = token("web.flow.objects", true).await;
+    let opts = options(&text(&t, &["access_token"]), "");
+    set(&opts, "logger", &logger);
+    let b24 = Bitrix24::with_token(opts).expect("valid options");
+    // The app's own deals (its own changes queue nothing for it).
+    let cmds: Vec<String> = (1..=60)
+        .map(|i| format!(r#"["crm.deal.add", {{"fields": {{"TITLE": "d{i}"}}}}]"#))
+        .collect();
+    wait(b24.batch(obj(&format!("[{}]", cmds.join(","))), U))
+        .await
+        .unwrap();
+    let q = queue(&b24, None);
+    wait(q.bind(JsValue::from_str(EVENT), U)).await.unwrap();
+    // Changed by someone else: deals 1..=60, and 61, which does not exist.
+    trigger(EVENT, 1, 61).await;
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let s = seen.clone();
+    let h = Closure::<dyn Fn(JsValue) -> JsValue>::new(move |events: JsValue| {
+        let events: Array = events.dyn_into().unwrap();
+        for e in events.iter() {
+            let state = text(&e, &["objectState"]);
+            let what = if state == "found" {
+                assert_eq!(
+                    text(&e, &["object", "ID"]),
+                    text(&e, &["data", "FIELDS", "ID"])
+                );
+                text(&e, &["object", "TITLE"])
+            } else {
+                state
+            };
+            s.borrow_mut().push(what);
+        }
+        JsValue::UNDEFINED
+    });
+    let gets = requests("crm.deal.get").await;
+    let summary = wait(q.consume(
+        h.into_js_value().unchecked_into(),
+        some(r#"{"objects": true, "limit": 50, "exclusive": false}"#),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(num(&summary, &["acked"]), 61.0);
+    let mut seen = seen.borrow().clone();
+    seen.sort();
+    let mut want: Vec<String> = (1..=60).map(|i| format!("d{i}")).collect();
+    want.push("gone".into());
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(requests("crm.deal.get").await, gets, "no single get");
+    // The pager's page function, as fetchList drives it: by ID, no empty last page.
+    let lists = requests("crm.deal.list").await;
+    let first = wait(b24.list_page(
+        "crm.deal.list".into(),
+        some(r#"{"select": ["ID"]}"#),
+        U,
+        JsValue::from_f64(0.0),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        (length(&at(&first, &["rows"])), num(&first, &["next"])),
+        (50, 50.0)
+    );
+    let last = wait(b24.list_page("crm.deal.list".into(), U, U, JsValue::from_f64(50.0)))
+        .await
+        .unwrap();
+    assert_eq!(length(&at(&last, &["rows"])), 10);
+    assert!(at(&last, &["next"]).is_undefined());
+    assert_eq!(requests("crm.deal.list").await - lists, 2.0);
+    let e = failure(b24.list_page("crm.deal.list".into(), U, U, JsValue::from_f64(-1.0))).await;
+    assert_eq!(text(&e, &["code"]), "INVALID_ARGUMENT");
+    // A failure the client retries is logged with its context.
+    control(
+        "faults",
+        r#"{"rules": [{"method": "crm.deal.get", "kind": "http_500", "times": 1}]}"#,
+    )
+    .await;
+    wait(b24.call("crm.deal.get".into(), some(r#"{"id": 1}"#), U))
+        .await
+        .unwrap();
+    let lines = lines.borrow();
+    let retry = lines
+        .iter()
+        .find(|(m, _)| m.starts_with("retrying crm.deal.get"))
+        .expect("the retry was logged");
+    assert_eq!(text(&retry.1, &["method"]), "crm.deal.get");
+    assert!(!text(&retry.1, &["portal"]).is_empty());
+}
