@@ -2,25 +2,65 @@
 //! general, thread-safe versions cost kilobytes in the wasm): a boxed future type, a future
 //! many tasks await together, and an async lock.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, RefCell, UnsafeCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 
 /// A boxed future that stays on its thread.
 pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
+/// A value shared between wakers (which must be `Send + Sync`), guarded by a flag rather than
+/// a `Mutex`, whose poisoning and panic checks cost bytes in the wasm. It is held only for a
+/// few steps on the value (push, compare, take), never while a waker is woken.
+struct Spin<T> {
+    busy: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: `value` is only reached through `with`, which holds `busy` for the whole access, so
+// no two threads ever touch it at once (as with `Mutex<T>`, `T: Send` is enough).
+unsafe impl<T: Send> Sync for Spin<T> {}
+
+impl<T> Spin<T> {
+    fn new(value: T) -> Spin<T> {
+        Spin {
+            busy: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        while self.busy.swap(true, Ordering::Acquire) {
+            std::hint::spin_loop();
+        }
+        // SAFETY: `busy` was false and is now set by this call: nobody else holds the value
+        // until it is cleared below.
+        let r = f(unsafe { &mut *self.value.get() });
+        self.busy.store(false, Ordering::Release);
+        r
+    }
+}
+
+impl<T: Default> Default for Spin<T> {
+    fn default() -> Self {
+        Spin::new(T::default())
+    }
+}
+
 /// Wakes every task that waits on a [`Joint`] when its future can go on.
-struct WakeAll(Mutex<Vec<Waker>>);
+struct WakeAll(Spin<Vec<Waker>>);
 
 impl WakeAll {
     fn add(&self, waker: &Waker) {
-        let mut list = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !list.iter().any(|w| w.will_wake(waker)) {
-            list.push(waker.clone());
-        }
+        self.0.with(|list| {
+            if !list.iter().any(|w| w.will_wake(waker)) {
+                list.push(waker.clone());
+            }
+        })
     }
 }
 
@@ -30,8 +70,7 @@ impl Wake for WakeAll {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let list = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in list {
+        for w in self.0.with(std::mem::take) {
             w.wake();
         }
     }
@@ -58,7 +97,7 @@ impl<T: Clone + 'static> Joint<T> {
         Joint(Rc::new(RefCell::new(Inner {
             future: Some(future),
             out: None,
-            wake: Arc::new(WakeAll(Mutex::new(Vec::new()))),
+            wake: Arc::new(WakeAll(Spin::default())),
         })))
     }
 
@@ -297,14 +336,14 @@ impl Drop for Pass<'_> {
 /// Which tasks of a [`Crowd`] were woken, and who polls the crowd.
 #[derive(Default)]
 struct Ready {
-    list: Mutex<Vec<usize>>,
-    parent: Mutex<Option<Waker>>,
+    list: Spin<Vec<usize>>,
+    parent: Spin<Option<Waker>>,
 }
 
 impl Ready {
     fn push(&self, i: usize) {
-        self.list.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-        let parent = self.parent.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.list.with(|l| l.push(i));
+        let parent = self.parent.with(Option::take);
         if let Some(w) = parent {
             w.wake();
         }
@@ -361,9 +400,10 @@ impl<'a> Crowd<'a> {
     /// that would starve it.
     pub async fn run(&self) {
         std::future::poll_fn(|cx| {
-            *self.ready.parent.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
-            let woken =
-                std::mem::take(&mut *self.ready.list.lock().unwrap_or_else(|e| e.into_inner()));
+            let waker = cx.waker().clone();
+            // The waker it replaces is dropped after the value is let go.
+            drop(self.ready.parent.with(|p| p.replace(waker)));
+            let woken = self.ready.list.with(std::mem::take);
             for i in woken {
                 // Taken out while polled: the task may add others.
                 let Some(mut task) = self.tasks.borrow_mut().get_mut(i).and_then(Option::take)
@@ -399,7 +439,7 @@ mod tests {
 
     /// Polls a future once, with a waker that goes nowhere: whether it is still pending.
     fn pending_after_one_poll<F: Future>(f: Pin<&mut F>) -> bool {
-        let waker = Waker::from(Arc::new(WakeAll(Mutex::new(Vec::new()))));
+        let waker = Waker::from(Arc::new(WakeAll(Spin::default())));
         f.poll(&mut Context::from_waker(&waker)).is_pending()
     }
 
