@@ -154,14 +154,18 @@ impl<P: Platform> Client<P> {
         }
     }
 
-    pub fn stats(&self) -> Stats {
+    /// The counters, brought up to date, borrowed: the caller converts them (or clones them)
+    /// rather than every caller paying for a copy.
+    pub fn stats(&self) -> std::cell::Ref<'_, Stats> {
         let now = self.platform.now_ms();
-        let mut st = self.state.borrow_mut();
-        let mut out = st.stats.clone();
-        out.refreshes = self.auth.refreshes();
-        out.operating = st.operating.methods().to_vec();
-        out.bucket_level = st.bucket.as_mut().map(|b| b.level(now)).unwrap_or(0.0);
-        out
+        {
+            let mut st = self.state.borrow_mut();
+            let st = &mut *st;
+            st.stats.refreshes = self.auth.refreshes();
+            st.stats.operating = st.operating.methods().to_vec();
+            st.stats.bucket_level = st.bucket.as_mut().map(|b| b.level(now)).unwrap_or(0.0);
+        }
+        std::cell::Ref::map(self.state.borrow(), |st| &st.stats)
     }
 
     /// The portal's clock now, as far as its last `time.start` tells (ms).

@@ -235,7 +235,7 @@ impl Bitrix24 {
     /// Requests, retries, refreshes, limiter waits and operating time per method.
     #[wasm_bindgen(unchecked_return_type = "ClientStats")]
     pub fn stats(&self) -> JsValue {
-        to_js(&self.client.stats())
+        to_js(&*self.client.stats())
     }
 
     /// The offline event queue of this app (for one connector, if given).

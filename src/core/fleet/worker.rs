@@ -398,7 +398,7 @@ impl<P: Platform + Clone> Fleet<P> {
             .map(|p| PortalStats {
                 portal: p.info.clone(),
                 progress: p.progress.borrow().clone(),
-                client: p.client.borrow().as_ref().map(|c| c.stats()),
+                client: p.client.borrow().as_ref().map(|c| c.stats().clone()),
                 last_error: p.last_error.borrow().clone(),
             })
             .collect()
