@@ -19,13 +19,12 @@ pub enum Arg<D> {
     Data(D),
 }
 
-/// A request body: the app's own parameter object (if any) with our arguments set over it, and
-/// defaults (such as the client's `auth_connector`) filled in only where neither has the key.
+/// A request body: the app's own parameter object (if any) with our arguments set over it. (The
+/// client's `auth_connector` is filled in when it is encoded, where neither has the key.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Body<D> {
     pub base: Option<D>,
     pub args: Vec<(String, Arg<D>)>,
-    pub defaults: Vec<(String, Arg<D>)>,
 }
 
 impl<D> Body<D> {
@@ -33,7 +32,6 @@ impl<D> Body<D> {
         Body {
             base: None,
             args: Vec::new(),
-            defaults: Vec::new(),
         }
     }
 
@@ -41,7 +39,6 @@ impl<D> Body<D> {
         Body {
             base,
             args: Vec::new(),
-            defaults: Vec::new(),
         }
     }
 

@@ -2,7 +2,7 @@
 //! failure refresh, back off or give up, as `retry.rs` decides. Everything here is generic over
 //! the [`Platform`], so native tests drive it with a fake portal and a fake clock.
 
-use super::args::{Arg, Body};
+use super::args::Body;
 use super::auth::Auth;
 use super::digits::decimal;
 use super::envelope::{decode, Reply};
@@ -257,24 +257,14 @@ impl<P: Platform> Client<P> {
         opts: &CallOptions<'_, P::Signal>,
     ) -> Result<Reply<P::Data>> {
         let url = self.config.origin.rest_url(method);
+        // Filled in as the body is encoded, not in a copy of it.
         let connector = opts.connector.or(self.config.connector.as_deref());
-        let mut body_with_connector;
-        let body = match connector {
-            Some(c) => {
-                body_with_connector = body.clone();
-                body_with_connector
-                    .defaults
-                    .push(("auth_connector".to_string(), Arg::Str(c.to_string())));
-                &body_with_connector
-            }
-            None => body,
-        };
         let mut attempt = 0;
         let mut refreshes = 0;
         loop {
             self.admit(method, opts.signal).await?;
             let (token, generation) = self.fresh_token().await?;
-            let text = self.platform.encode(body, &token)?;
+            let text = self.platform.encode(body, connector, &token)?;
             let sent_at = self.platform.now_ms();
             {
                 let mut st = self.state.borrow_mut();

@@ -85,9 +85,14 @@ pub trait Platform: 'static {
         request: HttpRequest<'_>,
         signal: Option<&Self::Signal>,
     ) -> impl Future<Output = std::result::Result<HttpResponse, TransportError>>;
-    /// The body as JSON text: a copy of `base`, then `args` set over it, then `defaults` where
-    /// the key is still absent, then `auth`.
-    fn encode(&self, body: &Body<Self::Data>, auth: &str) -> Result<String>;
+    /// The body as JSON text: a copy of `base`, then `args` set over it, then `auth_connector`
+    /// (`connector`, when given) where that key is still absent, then `auth`.
+    fn encode(
+        &self,
+        body: &Body<Self::Data>,
+        connector: Option<&str>,
+        auth: &str,
+    ) -> Result<String>;
     /// `None` when the text is not JSON.
     fn parse(&self, text: &str) -> Option<Self::Data>;
     /// JSON `null`.

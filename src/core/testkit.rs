@@ -234,7 +234,7 @@ impl Platform for Fake {
         (self.handler.borrow_mut())(request.url, &method, &body, self.clock.get())
     }
 
-    fn encode(&self, body: &Body<Value>, auth: &str) -> Result<String> {
+    fn encode(&self, body: &Body<Value>, connector: Option<&str>, auth: &str) -> Result<String> {
         let mut map = match &body.base {
             Some(Value::Object(m)) => m.clone(),
             _ => Map::new(),
@@ -242,8 +242,9 @@ impl Platform for Fake {
         for (k, v) in &body.args {
             map.insert(k.clone(), to_json(v));
         }
-        for (k, v) in &body.defaults {
-            map.entry(k.clone()).or_insert_with(|| to_json(v));
+        if let Some(c) = connector {
+            map.entry("auth_connector".to_string())
+                .or_insert_with(|| json!(c));
         }
         map.insert("auth".into(), json!(auth));
         Ok(Value::Object(map).to_string())

@@ -134,7 +134,7 @@ impl Platform for WebPlatform {
         transport::post_json(request.url, request.body, request.timeout_ms, signal).await
     }
 
-    fn encode(&self, body: &Body<JsData>, auth: &str) -> Result<String> {
+    fn encode(&self, body: &Body<JsData>, connector: Option<&str>, auth: &str) -> Result<String> {
         let obj = Object::new();
         if let Some(base) = &body.base {
             Object::assign(&obj, &Object::from(base.0.clone()));
@@ -142,10 +142,10 @@ impl Platform for WebPlatform {
         for (k, v) in &body.args {
             put(&obj, &key(k), &arg_to_js(v));
         }
-        for (k, v) in &body.defaults {
-            let name = key(k);
+        if let Some(c) = connector {
+            let name = key("auth_connector");
             if !Reflect::has(&obj, &name).unwrap_or(false) {
-                put(&obj, &name, &arg_to_js(v));
+                put(&obj, &name, &JsValue::from_str(c));
             }
         }
         put(&obj, &key("auth"), &JsValue::from_str(auth));
