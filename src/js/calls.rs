@@ -228,13 +228,7 @@ fn list_pager(method: &str, params: Option<&JsValue>, opts: &JsValue) -> Result<
     )
 }
 
-/// A page position as `fetchList` holds it.
+/// A page position as `fetchList` holds it: a non-negative integer.
 fn position(at: &JsValue) -> Result<u64> {
-    match at.as_f64() {
-        Some(n) if n >= 0.0 && n.fract() == 0.0 && n < 9.0e15 => Ok(n as u64),
-        _ => Err(B24Error::invalid(
-            "at",
-            "must be a page position from fetchList",
-        )),
-    }
+    Ok(validate::non_negative("at", at.as_f64().unwrap_or(f64::NAN))? as u64)
 }
