@@ -10,6 +10,10 @@ export interface EmulatorOptions {
 export interface RunningEmulator {
   /** `http://127.0.0.1:PORT`: REST at `${url}/rest/`, the control API at `${url}/_emulator/`. */
   readonly url: string;
+  /** The central OAuth server of every portal of this emulator (the main portal's origin, the
+   *  same as `url`): cloud portals name `${oauthServer}/rest/` as their `server_endpoint`, and
+   *  `${oauthServer}/oauth/token/` refreshes any portal's tokens. */
+  readonly oauthServer: string;
   /** The port the main portal listens on. */
   readonly port: number;
   /** Closes every portal's listener and connection; resolves once all are closed. Calling it

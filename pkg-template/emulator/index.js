@@ -204,6 +204,8 @@ async function startEmulator(options = {}) {
 
   return {
     url,
+    // The central OAuth server of every portal of this emulator is the main portal's origin.
+    oauthServer: url,
     port: main.address().port,
     stop() {
       if (stopping) return stopping;

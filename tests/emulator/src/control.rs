@@ -92,9 +92,13 @@ fn token(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(_) => return Err(bad("'client_id' must be a non-empty string")),
     };
+    let secret = crate::portals::client_secret(body)?;
     let now = shared.clock.now_ms();
     let mut st = shared.lock();
     let app = st.app(&client_id);
+    if secret.is_some() {
+        st.apps[app as usize].client_secret = secret;
+    }
     let (access, refresh) = st.issue_token(app, user_id, admin, now);
     let base = shared.base_url();
     Ok(json!({
@@ -107,7 +111,7 @@ fn token(shared: &Arc<Shared>, body: &Value) -> ApiResult<Value> {
         "application_token": st.apps[app as usize].application_token,
         "user_id": user_id,
         "client_endpoint": format!("{base}/rest/"),
-        "server_endpoint": format!("{base}/oauth/"),
+        "server_endpoint": crate::portals::server_endpoint(shared, st.config.oauth),
     }))
 }
 

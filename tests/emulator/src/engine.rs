@@ -306,7 +306,7 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Flow {
     if path == "/oauth/token" || path == "/oauth/token/" {
         let mut params = parse_form(query.as_bytes());
         params.merge(parse_form(body));
-        return match crate::oauth::token(shared, &params) {
+        return match crate::oauth::serve(shared, &params) {
             Ok(v) => Response::json(200, &v),
             Err(e) => Response::error(&e),
         }
@@ -326,6 +326,7 @@ fn route(shared: &Arc<Shared>, req: &Request) -> Flow {
                 "rest": format!("{}/rest/", shared.base_url()),
                 "control": format!("{}/_emulator/", shared.base_url()),
                 "portal": format!("{}/portal/?app=URL", shared.base_url()),
+                "oauth_server": portals::oauth_server(shared),
             }),
         )
         .into();

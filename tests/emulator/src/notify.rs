@@ -138,7 +138,10 @@ fn send(shared: &Arc<Shared>, st: &mut State, app: u32) {
         .append_pair("auth[expires_in]", &st.config.token_ttl_s.to_string())
         .append_pair("auth[scope]", "crm,event")
         .append_pair("auth[domain]", &shared.domain)
-        .append_pair("auth[server_endpoint]", &format!("{base}/oauth/"))
+        .append_pair(
+            "auth[server_endpoint]",
+            &crate::portals::server_endpoint(shared, st.config.oauth),
+        )
         .append_pair("auth[status]", "L")
         .append_pair("auth[client_endpoint]", &format!("{base}/rest/"))
         .append_pair("auth[member_id]", &shared.member_id)

@@ -5,10 +5,15 @@
 //! app sends the portal's `ONAPPINSTALL` / `ONAPPUNINSTALL` to the app's handler (loopback
 //! only), form-encoded as the portal sends them. A portal can be deleted, have its tokens
 //! revoked, or answer slowly.
+//!
+//! The first portal's origin is also the process's central OAuth server (`crate::oauth`), the
+//! `oauth.bitrix.info` of these portals: the install events of every cloud portal (config
+//! `oauth: "cloud"`, the default) name its `/rest/` in `auth[server_endpoint]`, and it refreshes
+//! every portal's tokens. A box portal (`oauth: "portal"`) names its own `/oauth/`.
 
 use crate::error::{ApiError, ApiResult};
 use crate::notify::{is_loopback, Delivery};
-use crate::state::{random_token, Config, Shared};
+use crate::state::{random_token, Config, OAuthMode, Shared};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -36,6 +41,12 @@ impl Registry {
 
     pub fn all(&self) -> Vec<Arc<Shared>> {
         lock(&self.portals).clone()
+    }
+
+    /// The first portal: the one the process started with, whose origin is the central OAuth
+    /// server's.
+    pub fn root(&self) -> Option<Arc<Shared>> {
+        lock(&self.portals).first().cloned()
     }
 
     /// The portal serving at `domain` (`127.0.0.1:PORT`).
@@ -77,22 +88,43 @@ fn bad(why: &str) -> ApiError {
     ApiError::new(400, "BAD_REQUEST", why)
 }
 
+/// The origin of the process's central OAuth server (`http://127.0.0.1:PORT` of the first
+/// portal; the portal's own when it belongs to no registry).
+pub fn oauth_server(p: &Shared) -> String {
+    p.registry
+        .root()
+        .map(|root| root.base_url())
+        .unwrap_or_else(|| p.base_url())
+}
+
+/// `auth[server_endpoint]` of the portal's events: the central server's `/rest/` in the cloud,
+/// the portal's own `/oauth/` in a box edition.
+pub fn server_endpoint(p: &Shared, mode: OAuthMode) -> String {
+    match mode {
+        OAuthMode::Cloud => format!("{}/rest/", oauth_server(p)),
+        OAuthMode::Portal => format!("{}/oauth/", p.base_url()),
+    }
+}
+
 /// What an app needs to know of a portal.
 pub fn describe(p: &Shared) -> Value {
     let base = p.base_url();
+    let mode = p.lock().config.oauth;
     json!({
         "origin": base,
         "domain": p.domain,
         "member_id": p.member_id,
         "client_endpoint": format!("{base}/rest/"),
-        "server_endpoint": format!("{base}/oauth/"),
+        "server_endpoint": server_endpoint(p, mode),
+        "oauth": mode.name(),
+        "oauth_server": oauth_server(p),
     })
 }
 
 /// `GET /_emulator/portals`.
 pub fn list(shared: &Arc<Shared>) -> Value {
     let portals: Vec<Value> = shared.registry.all().iter().map(|p| describe(p)).collect();
-    json!({ "portals": portals })
+    json!({ "oauth_server": oauth_server(shared), "portals": portals })
 }
 
 /// `POST /_emulator/portals {count?, config?}`: new portals, each on a free loopback port,
@@ -126,7 +158,7 @@ pub fn open(shared: &Arc<Shared>, config: &Config, addresses: &[String]) -> Valu
             describe(&portal)
         })
         .collect();
-    json!({ "portals": made })
+    json!({ "oauth_server": oauth_server(shared), "portals": made })
 }
 
 /// `POST /_emulator/portal {deleted?, slow_ms?, revoke?}`: this portal's health. `revoke`
@@ -183,6 +215,15 @@ fn client_id(body: &Value) -> ApiResult<String> {
         .ok_or_else(|| bad("'client_id' is required"))
 }
 
+/// `client_secret`: a non-empty string, or absent (`None`: whatever the app has stays).
+pub fn client_secret(body: &Value) -> ApiResult<Option<String>> {
+    match body.get("client_secret") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(bad("'client_secret' must be a non-empty string")),
+    }
+}
+
 fn text<'a>(body: &'a Value, key: &str, default: &'a str) -> ApiResult<&'a str> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(default),
@@ -209,13 +250,15 @@ pub fn delivered(post_answer: Value, status: u16) -> Value {
     out
 }
 
-/// `POST /_emulator/install {client_id, handler, user_id?, admin?, status?, version?,
-/// language?}`: installs the app on this portal (a fresh `application_token` after an
-/// uninstall) and sends `ONAPPINSTALL` with a new token pair to `handler`. Answers with the
-/// portal, the app's `application_token` and whether the app accepted the event.
+/// `POST /_emulator/install {client_id, handler, client_secret?, user_id?, admin?, status?,
+/// version?, language?}`: installs the app on this portal (a fresh `application_token` after an
+/// uninstall; `client_secret`, when given, is the one its refreshes must present from now on)
+/// and sends `ONAPPINSTALL` with a new token pair to `handler`. Answers with the portal, the
+/// app's `application_token` and whether the app accepted the event.
 pub fn install(shared: &Arc<Shared>, body: &Value) -> ApiResult<Post> {
     let client_id = client_id(body)?;
     let url = handler(body)?;
+    let secret = client_secret(body)?;
     let user_id = match body.get("user_id") {
         None | Some(Value::Null) => 1,
         Some(v) => v
@@ -240,6 +283,10 @@ pub fn install(shared: &Arc<Shared>, body: &Value) -> ApiResult<Post> {
             st.apps[app as usize].uninstalled = false;
             st.apps[app as usize].application_token = random_token(32);
         }
+        if secret.is_some() {
+            st.apps[app as usize].client_secret = secret;
+        }
+        let server = server_endpoint(shared, st.config.oauth);
         let (access, refresh) = st.issue_token(app, user_id, admin, now);
         let application_token = st.apps[app as usize].application_token.clone();
         let form = form_urlencoded::Serializer::new(String::new())
@@ -254,7 +301,7 @@ pub fn install(shared: &Arc<Shared>, body: &Value) -> ApiResult<Post> {
             .append_pair("auth[access_token]", &access)
             .append_pair("auth[refresh_token]", &refresh)
             .append_pair("auth[expires_in]", &st.config.token_ttl_s.to_string())
-            .append_pair("auth[server_endpoint]", &format!("{base}/oauth/"))
+            .append_pair("auth[server_endpoint]", &server)
             .append_pair("auth[status]", &status)
             .append_pair("auth[client_endpoint]", &format!("{base}/rest/"))
             .append_pair("auth[member_id]", &shared.member_id)
@@ -298,13 +345,14 @@ pub fn uninstall(shared: &Arc<Shared>, body: &Value) -> ApiResult<Post> {
         st.bindings.retain(|b| b.app != app);
         st.queue.remove_app(app);
         st.notify.remove(&app);
+        let server = server_endpoint(shared, st.config.oauth);
         form_urlencoded::Serializer::new(String::new())
             .append_pair("event", "ONAPPUNINSTALL")
             .append_pair("data[LANGUAGE_ID]", "en")
             .append_pair("data[CLEAN]", if clean { "1" } else { "0" })
             .append_pair("ts", &now.div_euclid(1000).to_string())
             .append_pair("auth[domain]", &shared.domain)
-            .append_pair("auth[server_endpoint]", &format!("{base}/oauth/"))
+            .append_pair("auth[server_endpoint]", &server)
             .append_pair("auth[client_endpoint]", &format!("{base}/rest/"))
             .append_pair("auth[member_id]", &shared.member_id)
             .append_pair(

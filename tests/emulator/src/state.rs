@@ -39,6 +39,29 @@ pub struct Config {
     pub operating_cost_s: BTreeMap<String, f64>,
     pub token_ttl_s: i64,
     pub require_https: bool,
+    /// Which OAuth server the portal's install events name and its `/oauth/token/` is.
+    pub oauth: OAuthMode,
+}
+
+/// Where a portal's applications refresh their tokens (`oauth` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OAuthMode {
+    /// `"cloud"` (the default): the process's central OAuth server, at the first portal's origin,
+    /// as every cloud portal names `https://oauth.bitrix.info/rest/`. The portal's own
+    /// `/oauth/token/` passes the exchange on to it, as the cloud proxies it.
+    #[default]
+    Cloud,
+    /// `"portal"`: a box (self-hosted) edition, its own OAuth server at its own `/oauth/`.
+    Portal,
+}
+
+impl OAuthMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            OAuthMode::Cloud => "cloud",
+            OAuthMode::Portal => "portal",
+        }
+    }
 }
 
 impl Default for Config {
@@ -51,6 +74,7 @@ impl Default for Config {
             operating_cost_s: BTreeMap::new(),
             token_ttl_s: 3600,
             require_https: false,
+            oauth: OAuthMode::Cloud,
         }
     }
 }
@@ -65,6 +89,7 @@ impl Config {
             "operating_cost_s": self.operating_cost_s,
             "token_ttl_s": self.token_ttl_s,
             "require_https": self.require_https,
+            "oauth": self.oauth.name(),
         })
     }
 
@@ -117,6 +142,13 @@ impl Config {
                         }
                     }
                 }
+                "oauth" => {
+                    next.oauth = match value.as_str() {
+                        Some("cloud") => OAuthMode::Cloud,
+                        Some("portal") => OAuthMode::Portal,
+                        _ => return Err(bad(key, "\"cloud\" or \"portal\"")),
+                    }
+                }
                 "operating_limit_s" => {
                     next.operating_limit_s = match value {
                         Value::Null => None,
@@ -167,6 +199,9 @@ pub struct App {
     /// Removed through `POST /_emulator/uninstall`; installing again gives a new
     /// application token.
     pub uninstalled: bool,
+    /// Registered by the control call that installed the app (`client_secret`); once set, a
+    /// refresh must present it with the client id.
+    pub client_secret: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,8 +260,9 @@ pub struct Stats {
     pub notifications_failed: u64,
     pub notifications_skipped: u64,
     pub expired_rows: u64,
-    /// Refresh tokens exchanged at `/oauth/token/`, and exchanges refused (a spent or unknown
-    /// refresh token, a deleted portal).
+    /// Refresh tokens of this portal exchanged at an OAuth server, and exchanges refused (a
+    /// deleted portal, a wrong client id or secret; a spent or unknown refresh token counts at
+    /// the portal whose origin received it).
     pub refreshes: u64,
     pub refreshes_refused: u64,
 }
@@ -298,6 +334,7 @@ impl State {
             client_id: client_id.to_string(),
             application_token: random_token(32),
             uninstalled: false,
+            client_secret: None,
         });
         self.app_by_client.insert(client_id.to_string(), id);
         id

@@ -62,6 +62,7 @@ async fn config_defaults_patches_and_refusals() {
             "operating_cost_s": {},
             "token_ttl_s": 3600,
             "require_https": false,
+            "oauth": "cloud",
         })
     );
     let patched = emu

@@ -123,6 +123,7 @@ async fn portals_are_separate_origins_with_their_own_state() {
         json!({ "count": "3" }),
         json!({ "config": { "rate_limit": "gold" } }),
         json!({ "config": { "nonsense": 1 } }),
+        json!({ "config": { "oauth": "box" } }),
     ] {
         let r = emu
             .ctl_raw(Method::POST, "portals", Some(bad.clone()))
@@ -158,7 +159,8 @@ async fn install_and_uninstall_send_the_portals_events() {
     );
     assert_eq!(form["auth[domain]"], made[0]["domain"].as_str().unwrap());
     assert_eq!(form["auth[client_endpoint]"], format!("{at}/rest/"));
-    assert_eq!(form["auth[server_endpoint]"], format!("{at}/oauth/"));
+    // A cloud portal names the process's central OAuth server (at the first portal's origin).
+    assert_eq!(form["auth[server_endpoint]"], format!("{}/rest/", emu.base));
     assert_eq!(form["auth[expires_in]"], "3600");
     assert_eq!(form["auth[status]"], "F");
     assert_eq!(
