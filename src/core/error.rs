@@ -48,6 +48,12 @@ pub mod code {
     /// An install or uninstall request that is malformed, names an endpoint the app does not
     /// trust, or does not carry the portal's application token.
     pub const INVALID_INSTALL: &str = "INVALID_INSTALL";
+    /// The fleet refused an install before trying to prove it: too many unproven installs
+    /// came in a short time (`installRate`). Nothing was sent or stored.
+    pub const INSTALL_LIMITED: &str = "INSTALL_LIMITED";
+    /// The fleet already holds `maxPortals` live portals: a new one's install is refused before
+    /// anything is sent or stored.
+    pub const PORTAL_LIMIT: &str = "PORTAL_LIMIT";
 
     // The portal's own codes that the library reacts to or documents.
     /// The access token has expired: refreshed, then the call is repeated.

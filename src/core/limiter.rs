@@ -64,6 +64,11 @@ impl Bucket {
         }
     }
 
+    /// Gives one taken unit back (what it paid for turned out not to count).
+    pub fn give_back(&mut self) {
+        self.level = (self.level - 1.0).max(0.0);
+    }
+
     /// The portal refused a request for rate: someone else (another tab, another app on this
     /// address) shares the counter, so assume it is full.
     pub fn saturate(&mut self, now_ms: f64) {

@@ -17,7 +17,7 @@ use super::envelope::shape;
 use super::error::{B24Error, Result};
 use super::model::OfflineEvent;
 use super::platform::Platform;
-use super::read::{has, uint};
+use super::read::uint;
 use super::text::{concat, split, trim};
 use super::validate;
 
@@ -189,10 +189,15 @@ fn at<P: Platform>(data: &P::Data, path: &str) -> Option<P::Data> {
     Some(v)
 }
 
-/// Whether a portal error says the object does not exist (`crm.*.get`: "Not found").
+/// Whether a portal error says the object does not exist (`crm.*.get`: "Not found", with
+/// `NOT_FOUND` or no code). Nothing else is: `ERROR_METHOD_NOT_FOUND` (a module not installed,
+/// a typo in a rule) or any other refusal says nothing of the object, and an app that deletes
+/// its copy on `gone` must not do so for it.
 fn not_found(e: &B24Error) -> bool {
-    e.code.eq_ignore_ascii_case("NOT_FOUND")
-        || has(&e.description.to_ascii_lowercase(), "not found")
+    matches!(
+        &*e.code,
+        "NOT_FOUND" | "ERROR_NOT_FOUND" | "ERROR_ENTITY_NOT_FOUND"
+    ) || (e.code.is_empty() && e.description.trim().eq_ignore_ascii_case("not found"))
 }
 
 /// What one command's result says of the object: an object is found; nothing, `null`,

@@ -291,11 +291,18 @@ fn nonsense_in_place_of_objects() {
         v["result"]["result"] = json!([]);
         v["result"]["result_error"] = json!({ "0": { "error": "", "error_description": "Not found" }, "1": {"error": "NOT_FOUND"}, "2": "oops" });
     }
+    // Issue 18, case 13: a method the portal does not have (a module not installed, a typo in
+    // a rule) says nothing of the object: failed, never gone (an app deletes its copy on gone).
+    fn method_not_found(v: &mut Value) {
+        v["result"]["result"] = json!([]);
+        v["result"]["result_error"] = json!({ "0": { "error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!" }, "1": {"error": "ERROR_METHOD_NOT_FOUND", "error_description": "not found"}, "2": "oops" });
+    }
     for (alter, want) in [
         (strings as fn(&mut Value), "failed BAD_RESPONSE"),
         (nulls, "gone"),
         (missing, "gone"),
         (not_found_in_words, "gone"),
+        (method_not_found, "failed ERROR_METHOD_NOT_FOUND"),
     ] {
         let world = altering(alter);
         deals(&world, 1, 3);

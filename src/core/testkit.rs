@@ -104,6 +104,9 @@ pub struct Seen {
 pub struct Fake {
     pub clock: Rc<Cell<f64>>,
     pub seen: Rc<RefCell<Seen>>,
+    /// How long an answer takes to come back, by URL (the server acts at once): a request
+    /// whose answer would take longer than its timeout times out when the timeout passes.
+    pub latency: Rc<RefCell<Box<dyn Fn(&str) -> f64>>>,
     handler: Rc<RefCell<Handler>>,
 }
 
@@ -134,6 +137,7 @@ impl Fake {
         Fake {
             clock: Rc::new(Cell::new(1_000_000.0)),
             seen: Rc::default(),
+            latency: Rc::new(RefCell::new(Box::new(|_| 0.0))),
             handler: Rc::new(RefCell::new(Box::new(handler))),
         }
     }
@@ -231,7 +235,16 @@ impl Platform for Fake {
             .requests
             .push((method.clone(), body.clone()));
         yield_now().await;
-        (self.handler.borrow_mut())(request.url, &method, &body, self.clock.get())
+        let reply = (self.handler.borrow_mut())(request.url, &method, &body, self.clock.get());
+        let late = (self.latency.borrow())(request.url);
+        if late > 0.0 {
+            if late >= request.timeout_ms {
+                let _ = self.sleep(request.timeout_ms, None).await;
+                return Err(TransportError::Timeout);
+            }
+            let _ = self.sleep(late, None).await;
+        }
+        reply
     }
 
     fn encode(&self, body: &Body<Value>, connector: Option<&str>, auth: &str) -> Result<String> {

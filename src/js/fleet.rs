@@ -74,13 +74,23 @@ export interface FleetOptions extends Omit<ConsumeOptions, 'poll' | 'signal' | '
   plan?: 'standard' | 'enterprise' | { burst: number; drainPerSec: number };
   /** Hosts (or '*.' suffixes) of the portals the app serves; default: any. */
   portals?: string | string[];
-  /** Hosts of OAuth servers refresh tokens may go to besides the portal (default oauth.bitrix.info). */
+  /** Hosts of the OAuth servers the client secret and refresh tokens may go to, and that prove
+   *  installs (default 'oauth.bitrix.info'). Nothing else ever receives the secret. */
   oauthServers?: string | string[];
+  /** Portals (hosts or '*.' suffixes) whose own origin is their OAuth server: box editions
+   *  that do not use the cloud's. An explicit opt-in per portal (default: none). */
+  portalOAuth?: string | string[];
+  /** Installs not yet proven, per time (default { burst: 20, perSec: 1 }): each costs one
+   *  request to the OAuth server; beyond it an install is refused with INSTALL_LIMITED. */
+  installRate?: { burst: number; perSec: number };
+  /** The most live portals (default 100000); a new one beyond is refused with PORTAL_LIMIT. */
+  maxPortals?: number;
   /** Plain http to loopback portals (the local emulator). */
   allowHttp?: boolean;
   /** Prefix of every store key (default 'b24-offline/'). */
   prefix?: string;
-  /** This worker's id in leases and journals (default: random, one per process). */
+  /** A label for this worker in leases and journals; a random nonce of this process is always
+   *  added (`workerId` reads the whole id), so two processes never share an id. */
   workerId?: string;
   logger?: Logger;
 }

@@ -16,7 +16,7 @@ export function callMethod(obj, name, args, timeoutMs) {
   });
 }
 
-/** A worker id nobody else has: host-independent, random. */
+/** This process's nonce in its worker id: random, so no two processes share one. */
 export function workerId() {
-  return 'w-' + Math.random().toString(36).slice(2, 10) + Date.now().toString(36);
+  return 'w-' + globalThis.crypto.randomUUID();
 }

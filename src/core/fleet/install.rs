@@ -1,22 +1,21 @@
 //! What a portal hands the app when it is installed and uninstalled, read and checked before
-//! anything is stored. Two shapes arrive at an install: the `ONAPPINSTALL` event
+//! anything is sent or stored. Two shapes arrive at an install: the `ONAPPINSTALL` event
 //! (`auth[access_token]`, `auth[member_id]`, ..., with the `application_token`) and the POST
 //! that opens the app's install page in the portal (`AUTH_ID`, `REFRESH_ID`, `AUTH_EXPIRES`,
 //! `DOMAIN`, `PROTOCOL`, `member_id`; no application token). Both may come flat (form) or nested
-//! (JSON). Every field is bounded and typed; the endpoints must belong to the portal (the REST
-//! endpoint is the portal's own origin) or to an OAuth server the app trusts, because the
-//! tokens will be sent there.
+//! (JSON). Every field is bounded and typed. Nothing here is believed yet: anyone can POST such
+//! a body. The OAuth server the app trusts proves it afterwards (`core::fleet::oauth`), and the
+//! only host this reading lets the fleet contact is that OAuth server (docs/fleet.md, threat
+//! model).
 
 use super::super::args::Tree;
 use super::super::error::{code, B24Error, Result};
-use super::super::origin::{host_allowed, Origin};
+use super::super::origin::{host_allowed, is_loopback, Origin};
 use super::super::signal::{constant_time_eq, field, value};
 use crate::core::text::concat;
 
 /// The OAuth server of Bitrix24's cloud; the default `oauthServers`.
 pub const BITRIX_OAUTH: &str = "oauth.bitrix.info";
-/// Where the install page's POST (which names no OAuth server) refreshes.
-pub const DEFAULT_SERVER_ENDPOINT: &str = "https://oauth.bitrix.info/rest/";
 /// The longest token life believed (a payload claiming more is refused).
 pub const MAX_EXPIRES_IN_S: f64 = 30.0 * 86_400.0;
 
@@ -26,8 +25,9 @@ pub struct Install {
     /// 32 hex digits, lower-case: the key of everything kept for the portal.
     pub member_id: String,
     pub origin: Origin,
-    /// `https://oauth.bitrix.info/rest/` or the portal's own `/oauth/`: where refreshes go.
-    pub server_endpoint: String,
+    /// Where its refresh token goes (once, to prove the install, then at every refresh): a
+    /// trusted OAuth server, or the portal itself when the app opted in for it (`portalOAuth`).
+    pub oauth: Origin,
     pub access_token: String,
     pub refresh_token: String,
     pub expires_in_s: f64,
@@ -41,7 +41,7 @@ impl std::fmt::Debug for Install {
         f.debug_struct("Install")
             .field("member_id", &self.member_id)
             .field("origin", &self.origin)
-            .field("server_endpoint", &self.server_endpoint)
+            .field("oauth", &self.oauth)
             .finish_non_exhaustive()
     }
 }
@@ -51,8 +51,12 @@ impl std::fmt::Debug for Install {
 pub struct Trust {
     /// Hosts (or `*.` suffixes) of portals the app serves; empty: any.
     pub portals: Vec<String>,
-    /// Hosts of OAuth servers refresh tokens may be sent to, besides the portal itself.
+    /// Hosts of the OAuth servers the client secret and refresh tokens may be sent to.
     pub oauth_servers: Vec<String>,
+    /// Portals (hosts or `*.` suffixes) whose own origin is their OAuth server (box editions
+    /// that do not use the cloud's): an explicit opt-in, since for any other portal the origin
+    /// an install names is only the sender's word.
+    pub portal_oauth: Vec<String>,
     /// Plain http to loopback hosts (the local emulator).
     pub allow_http: bool,
 }
@@ -62,8 +66,46 @@ impl Default for Trust {
         Trust {
             portals: Vec::new(),
             oauth_servers: vec![BITRIX_OAUTH.to_string()],
+            portal_oauth: Vec::new(),
             allow_http: false,
         }
+    }
+}
+
+impl Trust {
+    /// The OAuth server of the portal at `portal`, from the URL an install or a stored record
+    /// names (`None`: the install page, which names none). Only a configured OAuth server, or
+    /// the portal's own origin when the app opted in for that portal, is ever returned: the
+    /// client secret goes nowhere else.
+    pub fn oauth_server(&self, named: Option<&str>, portal: &Origin) -> Result<Origin> {
+        let own = host_allowed(&portal.host, &self.portal_oauth);
+        let Some(named) = named else {
+            if own {
+                return Ok(portal.clone());
+            }
+            let first = self
+                .oauth_servers
+                .first()
+                .ok_or_else(|| invalid("no OAuth server is configured (oauthServers)"))?;
+            let host = Origin::parse(first, false)
+                .map_err(|_| invalid("oauthServers names something that is not a host"))?
+                .host;
+            return Ok(Origin {
+                https: !(self.allow_http && is_loopback(&host)),
+                host,
+            });
+        };
+        let (oauth, _) = endpoint(named, self.allow_http, "server_endpoint")?;
+        if oauth == *portal {
+            if own {
+                return Ok(oauth);
+            }
+        } else if host_allowed(&oauth.host, &self.oauth_servers) {
+            return Ok(oauth);
+        }
+        Err(invalid(
+            "server_endpoint is not a trusted OAuth server (oauthServers; a portal's own origin only with portalOAuth)",
+        ))
     }
 }
 
@@ -141,7 +183,7 @@ impl Install {
                 field(payload, "AUTH_ID", None),
                 field(payload, "REFRESH_ID", None),
                 value(payload, "AUTH_EXPIRES", None),
-                Some(DEFAULT_SERVER_ENDPOINT),
+                None,
                 Some(concat(&[
                     if https { "https://" } else { "http://" },
                     domain,
@@ -167,13 +209,10 @@ impl Install {
                 "the portal is not one this app serves (portals option)",
             ));
         }
-        let server = server.ok_or_else(|| invalid("no server_endpoint in the request"))?;
-        let (oauth, _) = endpoint(server, trust.allow_http, "server_endpoint")?;
-        if oauth != origin && !host_allowed(&oauth.host, &trust.oauth_servers) {
-            return Err(invalid(
-                "server_endpoint is neither the portal nor a trusted OAuth server (oauthServers option)",
-            ));
+        if is_event && server.is_none() {
+            return Err(invalid("no server_endpoint in the request"));
         }
+        let oauth = trust.oauth_server(server, &origin)?;
         // Whole seconds, as text (forms) or a number (JSON); no float parsing in the wasm.
         let expires_in_s = expires
             .and_then(Tree::as_int)
@@ -183,7 +222,7 @@ impl Install {
         Ok(Install {
             member_id,
             origin,
-            server_endpoint: server.to_string(),
+            oauth,
             access_token: token(access, "the access token")?,
             refresh_token: token(refresh, "the refresh token")?,
             expires_in_s,
@@ -266,7 +305,7 @@ mod tests {
         assert_eq!(i.access_token, "s6p6eclrvim6da22");
         assert_eq!(i.refresh_token, "4s386p3q0tr8dy89");
         assert_eq!(i.expires_in_s, 3600.0);
-        assert_eq!(i.server_endpoint, DEFAULT_SERVER_ENDPOINT);
+        assert_eq!(i.oauth.origin(), "https://oauth.bitrix.info");
         assert_eq!(
             i.application_token.as_deref(),
             Some("51856fefc120afa4b628cc82d3935cce")
@@ -291,29 +330,103 @@ mod tests {
         ]));
         let p = Install::read(&page, &Trust::default()).unwrap();
         assert_eq!(p.application_token, None);
-        assert_eq!(p.server_endpoint, DEFAULT_SERVER_ENDPOINT);
+        assert_eq!(
+            p.oauth.origin(),
+            "https://oauth.bitrix.info",
+            "the install page names no OAuth server: the first configured one"
+        );
         assert_eq!(p.origin.host, "acme.bitrix24.com");
     }
 
     #[test]
     fn the_emulator_is_trusted_only_on_loopback_with_allow_http() {
-        let local = form_tree(&concat(&[
-            "event=ONAPPINSTALL&auth[domain]=127.0.0.1:8024&auth[access_token]=a&auth[refresh_token]=r",
-            "&auth[expires_in]=3600&auth[server_endpoint]=http://127.0.0.1:8024/oauth/",
-            "&auth[client_endpoint]=http://127.0.0.1:8024/rest/&auth[member_id]=",
+        let local = |server: &str| {
+            form_tree(&concat(&[
+                "event=ONAPPINSTALL&auth[domain]=127.0.0.1:8024&auth[access_token]=a&auth[refresh_token]=r",
+                "&auth[expires_in]=3600&auth[server_endpoint]=",
+                server,
+                "&auth[client_endpoint]=http://127.0.0.1:8024/rest/&auth[member_id]=",
+                MEMBER,
+                "&auth[application_token]=t",
+            ]))
+        };
+        // The emulator's central OAuth server, named in oauthServers.
+        let trust = Trust {
+            allow_http: true,
+            oauth_servers: vec!["127.0.0.1:8000".into()],
+            ..Trust::default()
+        };
+        let i = Install::read(&local("http://127.0.0.1:8000/rest/"), &trust).unwrap();
+        assert_eq!(i.origin.host, "127.0.0.1:8024");
+        assert_eq!(i.oauth.origin(), "http://127.0.0.1:8000");
+        refused(
+            &local("http://127.0.0.1:8000/rest/"),
+            &Trust::default(),
+            "http without allowHttp",
+        );
+        // The portal's own /oauth/ only for portals opted in (a box edition).
+        refused(
+            &local("http://127.0.0.1:8024/oauth/"),
+            &trust,
+            "the portal as its own OAuth server without portalOAuth",
+        );
+        let boxed = Trust {
+            portal_oauth: vec!["127.0.0.1:8024".into()],
+            ..trust.clone()
+        };
+        let i = Install::read(&local("http://127.0.0.1:8024/oauth/"), &boxed).unwrap();
+        assert_eq!(i.oauth.origin(), "http://127.0.0.1:8024");
+        refused(
+            &local("http://127.0.0.1:9999/oauth/"),
+            &boxed,
+            "another loopback host is neither",
+        );
+    }
+
+    #[test]
+    fn a_forged_install_naming_its_own_servers_is_refused_before_any_request() {
+        // Issue 18, case 1: client and server endpoints both at the sender's host. Refused by
+        // reading alone: the fleet sends nothing anywhere for it.
+        let forged = form_tree(&concat(&[
+            "event=ONAPPINSTALL&auth[domain]=evil.example&auth[access_token]=a&auth[refresh_token]=r",
+            "&auth[expires_in]=3600&auth[server_endpoint]=https://evil.example/rest/",
+            "&auth[client_endpoint]=https://evil.example/rest/&auth[member_id]=",
             MEMBER,
             "&auth[application_token]=t",
         ]));
-        let trust = Trust {
-            allow_http: true,
-            ..Trust::default()
-        };
-        // The portal's own /oauth/ is trusted: the token goes nowhere else.
-        assert_eq!(
-            Install::read(&local, &trust).unwrap().origin.host,
-            "127.0.0.1:8024"
+        refused(
+            &forged,
+            &Trust::default(),
+            "the sender's host as its OAuth server",
         );
-        refused(&local, &Trust::default(), "http without allowHttp");
+        // Variants: upper case, the default port, a trailing dot-free look-alike.
+        for server in [
+            "https://EVIL.example/rest/",
+            "https://evil.example:443/rest/",
+            "https://oauth.bitrix.info@evil.example/rest/",
+        ] {
+            let t = form_tree(&concat(&[
+                "event=ONAPPINSTALL&auth[domain]=evil.example&auth[access_token]=a&auth[refresh_token]=r",
+                "&auth[expires_in]=3600&auth[server_endpoint]=",
+                server,
+                "&auth[client_endpoint]=https://evil.example/rest/&auth[member_id]=",
+                MEMBER,
+                "&auth[application_token]=t",
+            ]));
+            refused(&t, &Trust::default(), server);
+        }
+        // A trusted server named with the default port or upper case is the same server,
+        // normalised: what is stored and used is `https://oauth.bitrix.info`.
+        let mut t = event("");
+        if let Tree::Map(m) = &mut t {
+            for (k, v) in m.iter_mut() {
+                if k == "auth[server_endpoint]" {
+                    *v = Tree::Str("https://OAuth.Bitrix.Info:443/rest/".into());
+                }
+            }
+        }
+        let i = Install::read(&t, &Trust::default()).unwrap();
+        assert_eq!(i.oauth.origin(), "https://oauth.bitrix.info");
     }
 
     #[test]

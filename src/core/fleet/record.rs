@@ -10,12 +10,16 @@ use super::super::limiter::RateLimit;
 use super::super::origin::Origin;
 use super::super::signal::url_decode;
 use super::install::Install;
+use super::oauth::Grant;
+use crate::core::text::concat;
 
 /// One portal, as stored.
 #[derive(Clone, PartialEq)]
 pub struct Record {
     pub member_id: String,
     pub origin: Origin,
+    /// The portal's OAuth server as its install was proven by (`https://HOST/rest/`, normalised);
+    /// checked against the app's trust again at every refresh.
     pub server_endpoint: String,
     pub application_token: Option<String>,
     pub access_token: String,
@@ -56,16 +60,17 @@ fn corrupt() -> B24Error {
 impl Record {
     const HEADER: &'static str = "b24-offline-portal 1";
 
-    /// The record a verified install makes, at `now_ms` (wall clock).
-    pub fn installed(install: &Install, now_ms: f64) -> Record {
+    /// The record an install makes once its OAuth server proved it (`grant`: the pair that
+    /// proof brought, the install's own being spent by it), at `now_ms` (wall clock).
+    pub fn installed(install: &Install, grant: &Grant, now_ms: f64) -> Record {
         Record {
             member_id: install.member_id.clone(),
             origin: install.origin.clone(),
-            server_endpoint: install.server_endpoint.clone(),
+            server_endpoint: concat(&[&install.oauth.origin(), "/rest/"]),
             application_token: install.application_token.clone(),
-            access_token: install.access_token.clone(),
-            refresh_token: install.refresh_token.clone(),
-            expires_at_ms: now_ms + install.expires_in_s * 1000.0,
+            access_token: grant.access.clone(),
+            refresh_token: grant.refresh.clone(),
+            expires_at_ms: now_ms + grant.expires_in_s * 1000.0,
             generation: 0,
             stopped: None,
             moved_to: None,

@@ -8,13 +8,15 @@ use super::super::options::{delay, Given, Holds, Options};
 use super::super::validate;
 use super::install::{Trust, BITRIX_OAUTH};
 use super::oauth::OAuthApp;
+use crate::core::text::concat;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Prefix of every key this fleet writes (several apps can share one store).
     pub prefix: String,
-    /// This worker's id: the owner of its leases and journal entries. Unique per process.
+    /// This worker's id: the owner of its leases and journal entries. Unique per process: the
+    /// configured `workerId` is a label, a nonce of this process follows it.
     pub worker: String,
     pub app: OAuthApp,
     pub trust: Trust,
@@ -36,6 +38,46 @@ pub struct Settings {
     /// The consumer options of every portal (`poll` is always on).
     pub options: Options,
     pub holds: Holds,
+    /// Installs whose proof is still outstanding, per time: each costs one request to the
+    /// OAuth server, so a flood of forged installs is refused before it costs any.
+    pub install_rate: RateLimit,
+    /// The most live portals the fleet takes; an install beyond is refused.
+    pub max_portals: usize,
+}
+
+/// The default `installRate`: 20 unproven installs at once, then one a second.
+pub const INSTALL_RATE: RateLimit = RateLimit {
+    burst: 20.0,
+    drain_per_sec: 1.0,
+};
+/// The default `maxPortals`.
+pub const MAX_PORTALS: usize = 100_000;
+
+/// `installRate`: `{ burst, perSec }`.
+fn install_rate(given: &impl Given) -> Result<RateLimit> {
+    let Some(r) = given.nested("installRate") else {
+        return Ok(INSTALL_RATE);
+    };
+    let bad = || {
+        B24Error::invalid(
+            "installRate",
+            "must be { burst: 1..10000, perSec: > 0 up to 1000 }",
+        )
+    };
+    let burst = r
+        .number("burst")
+        .map_err(|_| bad())?
+        .filter(|b| *b >= 1.0 && *b <= 10_000.0)
+        .ok_or_else(bad)?;
+    let per_sec = r
+        .number("perSec")
+        .map_err(|_| bad())?
+        .filter(|d| *d > 0.0 && *d <= 1_000.0)
+        .ok_or_else(bad)?;
+    Ok(RateLimit {
+        burst,
+        drain_per_sec: per_sec,
+    })
 }
 
 /// A list of strings (`events`, `portals`), or one string.
@@ -101,8 +143,10 @@ pub const MIN_LEASE_MS: f64 = 3_000.0;
 pub const DEFAULT_LEASE_MS: f64 = 30_000.0;
 
 impl Settings {
-    /// Reads a worker's options. `worker` is the id used when none is given (unique per process).
-    pub fn resolve(given: &impl Given, worker: String) -> Result<Settings> {
+    /// Reads a worker's options. `nonce` is this process's own (random): the worker's id is
+    /// it, after the configured `workerId` label when there is one, so that two processes given
+    /// the same label never share a lease.
+    pub fn resolve(given: &impl Given, nonce: String) -> Result<Settings> {
         let oauth = given
             .nested("oauth")
             .ok_or_else(|| B24Error::invalid("oauth", "is required: { clientId, clientSecret }"))?;
@@ -142,9 +186,18 @@ impl Settings {
         let mut oauth_servers =
             strings(given, "oauthServers")?.unwrap_or_else(|| vec![BITRIX_OAUTH.to_string()]);
         oauth_servers.retain(|s| !s.trim().is_empty());
+        for s in &oauth_servers {
+            if super::super::origin::Origin::parse(s, false).is_err() {
+                return Err(B24Error::invalid(
+                    "oauthServers",
+                    "must list host names (with a port when not 443)",
+                ));
+            }
+        }
         let trust = Trust {
             portals: strings(given, "portals")?.unwrap_or_default(),
             oauth_servers,
+            portal_oauth: strings(given, "portalOAuth")?.unwrap_or_default(),
             allow_http: given.flag("allowHttp")?.unwrap_or(false),
         };
         let holds = Holds::resolve(given, timeout_ms)?;
@@ -163,16 +216,23 @@ impl Settings {
         let prefix = given
             .text("prefix")?
             .unwrap_or_else(|| "b24-offline/".into());
-        let worker = given
-            .text("workerId")?
-            .filter(|w| !w.is_empty())
-            .unwrap_or(worker);
-        if worker.len() > 128 || !worker.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(B24Error::invalid(
-                "workerId",
-                "must be printable ASCII without spaces, at most 128 characters",
-            ));
+        let label = given.text("workerId")?.filter(|w| !w.is_empty());
+        if let Some(l) = &label {
+            if l.len() > 128 || !l.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(B24Error::invalid(
+                    "workerId",
+                    "must be printable ASCII without spaces, at most 128 characters",
+                ));
+            }
         }
+        let worker = match label {
+            Some(l) => concat(&[&l, "#", &nonce]),
+            None => nonce,
+        };
+        let max_portals = match given.number("maxPortals")? {
+            Some(n) => validate::positive("maxPortals", n)?.min(10_000_000) as usize,
+            None => MAX_PORTALS,
+        };
         Ok(Settings {
             prefix,
             worker,
@@ -188,6 +248,8 @@ impl Settings {
             plan,
             options,
             holds,
+            install_rate: install_rate(given)?,
+            max_portals,
         })
     }
 }
@@ -233,7 +295,10 @@ mod tests {
             (s.plan, s.concurrency, s.scan_ms),
             (ENTERPRISE, 256, 3000.0)
         );
-        assert_eq!(s.worker, "worker-7");
+        assert_eq!(
+            s.worker, "worker-7#w-1",
+            "a label, then the process's nonce"
+        );
         assert_eq!(s.options.concurrency, 16);
         let s = resolve(json!({
             "oauth": { "clientId": "a", "clientSecret": "s" },

@@ -138,10 +138,15 @@ impl Portals {
 
     /// The ONAPPINSTALL payload of portal `i` (a new token pair), as the portal posts it.
     fn install_event(&self, i: usize) -> Tree {
+        self.install_event_of(i, APP)
+    }
+
+    /// The ONAPPINSTALL payload of the app `client_id` on portal `i`.
+    fn install_event_of(&self, i: usize, client_id: &str) -> Tree {
         let p = &self.portals[i];
         let now = p.clock.now_ms();
         let mut st = p.lock();
-        let app = st.app(APP);
+        let app = st.app(client_id);
         let (access, refresh) = st.issue_token(app, 1, true, now);
         let token = st.apps[app as usize].application_token.clone();
         let pairs = [
@@ -235,6 +240,11 @@ impl Portals {
                 hold_ms: 60_000.0,
                 handler_timeout_ms: 20_000.0,
             },
+            install_rate: RateLimit {
+                burst: 1000.0,
+                drain_per_sec: 100.0,
+            },
+            max_portals: 100_000,
         }
     }
 }
@@ -396,6 +406,9 @@ fn every_token_expiring_at_once_is_refreshed_once_per_portal_across_three_worker
         block_on(fleets[i % 3].install(&world.install_event(i))).unwrap();
         world.changes(i, 1, 5);
     }
+    // Each install was proven by one exchange of its refresh token; the refreshes count apart.
+    assert!(world.exchanges.borrow().values().all(|n| *n == 1));
+    world.exchanges.borrow_mut().clear();
     let seen = Rc::new(Seen::default());
     let expire = Cell::new(false);
     let runs = fleets.iter().enumerate().map(|(i, f)| {
@@ -454,12 +467,15 @@ fn a_dead_refresh_token_a_deleted_portal_and_an_uninstall_each_stop_only_their_p
     let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
     let mut refresh_of = Vec::new();
     for i in 0..4 {
-        let payload = world.install_event(i);
-        let refresh = crate::core::signal::field(&payload, "auth", Some("refresh_token"))
-            .unwrap()
-            .to_string();
-        refresh_of.push(refresh);
-        block_on(fleet.install(&payload)).unwrap();
+        block_on(fleet.install(&world.install_event(i))).unwrap();
+        // The stored refresh token: the one the install's proof brought.
+        let (_, r) = block_on(read_record(
+            &*store,
+            &record_key("t/", &world.portals[i].member_id),
+        ))
+        .unwrap()
+        .unwrap();
+        refresh_of.push(r.refresh_token);
         world.changes(i, 1, 3);
     }
     // Worst inputs first: nothing changes.
@@ -479,19 +495,20 @@ fn a_dead_refresh_token_a_deleted_portal_and_an_uninstall_each_stop_only_their_p
         block_on(fleet.signal(&forged)).unwrap_err().code,
         code::INVALID_SIGNAL
     );
-    // Another app's token for a known portal does not replace this app's.
-    let mut other = world.install_event(1);
-    if let Tree::Map(m) = &mut other {
-        for (k, v) in m.iter_mut() {
-            if k == "auth[application_token]" {
-                *v = Tree::Str("another-apps-token".into());
-            }
-        }
-    }
+    // Another app's install for a known portal (its tokens issued to another client id) is
+    // not this app's: the OAuth server refuses it, and the stored pair stays.
+    let other = world.install_event_of(1, "another.app");
     assert_eq!(
         block_on(fleet.install(&other)).unwrap_err().code,
         code::INVALID_INSTALL
     );
+    let (_, kept) = block_on(read_record(
+        &*store,
+        &record_key("t/", &world.portals[1].member_id),
+    ))
+    .unwrap()
+    .unwrap();
+    assert_eq!(kept.refresh_token, refresh_of[1]);
 
     let seen = Rc::new(Seen::default());
     let r = recorder(&seen, "w1", &world.fake);
@@ -860,26 +877,79 @@ fn a_worker_cut_off_from_the_store_stops_before_its_lease_runs_out() {
     }
 }
 
+/// Issue 18, cases 1-2: installs the OAuth server does not vouch for store nothing, send
+/// nothing to the hosts they name, and never block the real install that follows.
 #[test]
-fn an_install_the_portal_does_not_vouch_for_stores_nothing() {
-    let world = Portals::new(1);
+fn an_install_the_oauth_server_does_not_vouch_for_stores_nothing() {
+    let world = Portals::new(2);
     let store = Rc::new(MemoryFleetStore::default());
     let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
-    let mut forged = world.install_event(0);
-    if let Tree::Map(m) = &mut forged {
-        for (k, v) in m.iter_mut() {
-            if k == "auth[access_token]" {
-                *v = Tree::Str("made-up-token".into());
+    let with = |mut t: Tree, changes: &[(&str, &str)]| {
+        if let Tree::Map(m) = &mut t {
+            for (k, v) in m.iter_mut() {
+                if let Some((_, to)) = changes.iter().find(|(f, _)| f == k) {
+                    *v = Tree::Str(to.to_string());
+                }
             }
         }
+        t
+    };
+    let p0 = world.portals[0].member_id.clone();
+    let p1_host = world.portals[1].domain.clone();
+    let p1_rest = format!("https://{p1_host}/rest/");
+    // A made-up refresh token for a real portal (squatting p0).
+    let made_up = with(
+        world.install_event(0),
+        &[("auth[refresh_token]", "made-up-token")],
+    );
+    // The attacker's own real install (p1), claiming p0's member id at p1's address.
+    let claimed = with(world.install_event(1), &[("auth[member_id]", &p0)]);
+    // p0's real refresh token, claiming p1's address for it.
+    let moved = with(
+        world.install_event(0),
+        &[
+            ("auth[domain]", &p1_host),
+            ("auth[client_endpoint]", &p1_rest),
+        ],
+    );
+    for (forged, why) in [
+        (made_up, "a made-up refresh token"),
+        (claimed, "another portal's member id"),
+        (moved, "another portal's address"),
+    ] {
+        let before = world.fake.seen.borrow().requests.len();
+        let e = block_on(fleet.install(&forged)).unwrap_err();
+        assert_eq!(e.code, code::INVALID_INSTALL, "{why}: {e:?}");
+        assert!(!e.message().contains("made-up-token"), "{why}");
+        let sent: Vec<String> = world.fake.seen.borrow().requests[before..]
+            .iter()
+            .map(|(m, _)| m.clone())
+            .collect();
+        assert_eq!(
+            sent,
+            ["oauth/token"],
+            "{why}: only the OAuth server is asked"
+        );
+        assert!(
+            block_on(crate::core::fleet::store::FleetStore::keys(&*store, "t/"))
+                .unwrap()
+                .is_empty(),
+            "{why}: nothing stored"
+        );
     }
-    let e = block_on(fleet.install(&forged)).unwrap_err();
-    assert_eq!(e.code, code::INVALID_INSTALL);
-    assert!(!e.message().contains("made-up-token"));
-    assert!(
-        block_on(crate::core::fleet::store::FleetStore::keys(&*store, "t/"))
-            .unwrap()
-            .is_empty()
+    // The real install of p0 goes through, and so does p1's.
+    block_on(fleet.install(&world.install_event(0))).unwrap();
+    block_on(fleet.install(&world.install_event(1))).unwrap();
+    let (_, r) = block_on(read_record(&*store, &record_key("t/", &p0)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.origin.host, world.portals[0].domain);
+    // A captured install replayed: its refresh token was spent by the proof.
+    let replay = world.install_event(0);
+    block_on(fleet.install(&replay)).unwrap();
+    assert_eq!(
+        block_on(fleet.install(&replay)).unwrap_err().code,
+        code::INVALID_INSTALL
     );
 }
 
@@ -1325,4 +1395,320 @@ fn a_portal_takes_several_batches_at_once_only_when_asked() {
     let (one, four) = (most(1), most(4));
     assert_eq!(one, 1, "one batch at a time by default");
     assert!(four > 1, "several batches of the portal at once: {four}");
+}
+
+use crate::core::fleet::store::FleetStore as _;
+use crate::core::journal::Store as _;
+
+fn keys_under(store: &dyn crate::core::fleet::store::FleetStore, prefix: &str) -> Vec<String> {
+    block_on(store.keys(prefix)).unwrap()
+}
+
+/// Issue 18, case 3: a flood of forged installs costs at most `installRate`'s burst of requests
+/// to the OAuth server, the rest refused before anything is sent; `maxPortals` caps the fleet.
+#[test]
+fn installs_are_bounded_by_rate_and_by_a_cap_on_portals() {
+    let world = Portals::new(3);
+    let store = Rc::new(MemoryFleetStore::default());
+    let mut settings = world.settings("w1");
+    settings.install_rate = RateLimit {
+        burst: 6.0,
+        drain_per_sec: 1.0,
+    };
+    settings.max_portals = 2;
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), settings);
+    let forged = |n: usize| {
+        let mut t = world.install_event(0);
+        if let Tree::Map(m) = &mut t {
+            for (k, v) in m.iter_mut() {
+                if k == "auth[refresh_token]" {
+                    *v = Tree::Str(format!("forged-{n}"));
+                }
+            }
+        }
+        t
+    };
+    let mut codes = BTreeMap::<String, usize>::new();
+    for n in 0..1000 {
+        let e = block_on(fleet.install(&forged(n))).unwrap_err();
+        *codes.entry(e.code.to_string()).or_default() += 1;
+    }
+    let sent = world.fake.seen.borrow().requests.len();
+    assert_eq!(
+        sent, 5,
+        "the burst's worth reached the OAuth server: {codes:?}"
+    );
+    assert_eq!(codes.get(code::INVALID_INSTALL), Some(&5));
+    assert_eq!(codes.get(code::INSTALL_LIMITED), Some(&995));
+    assert!(keys_under(&*store, "t/").is_empty());
+    // A second later, room for one more: a real install is proven (and gives its unit back).
+    block_on(world.fake.sleep(1000.0, None)).unwrap();
+    block_on(fleet.install(&world.install_event(0))).unwrap();
+    block_on(fleet.install(&world.install_event(1))).unwrap();
+    // The cap: a third portal is refused before any request; a known one may reinstall.
+    let before = world.fake.seen.borrow().requests.len();
+    let e = block_on(fleet.install(&world.install_event(2))).unwrap_err();
+    assert_eq!(e.code, code::PORTAL_LIMIT);
+    assert_eq!(world.fake.seen.borrow().requests.len(), before);
+    block_on(fleet.install(&world.install_event(1))).unwrap();
+}
+
+/// Issue 18, cases 9-11: the install page first, the event second, ends with the application
+/// token stored (signals and the uninstall work); a failed bind stores nothing; a reinstall
+/// keeps the portal's plan; an OAuth server named with its default port and in upper case is
+/// stored normalised and used as such.
+#[test]
+fn page_then_event_bind_before_store_plans_kept_endpoints_normalised() {
+    let world = Portals::new(2);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    let p0 = world.portals[0].member_id.clone();
+    // The install page's POST, from the same grant the event would carry.
+    let event = world.install_event(0);
+    let f = |k: &str| {
+        crate::core::signal::field(&event, "auth", Some(k))
+            .unwrap()
+            .to_string()
+    };
+    let page = form_tree(&format!(
+        "DOMAIN={}&PROTOCOL=1&AUTH_ID={}&AUTH_EXPIRES=3600&REFRESH_ID={}&member_id={}",
+        world.portals[0].domain,
+        f("access_token"),
+        f("refresh_token"),
+        p0
+    ));
+    assert!(!block_on(fleet.install(&page)).unwrap().known);
+    let (_, r) = block_on(read_record(&*store, &record_key("t/", &p0)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.application_token, None);
+    // The event: a new grant, the application token with it.
+    let installed = block_on(fleet.install(&world.install_event(0))).unwrap();
+    assert!(installed.known);
+    let (_, r) = block_on(read_record(&*store, &record_key("t/", &p0)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.application_token, Some(world.application_token(0)));
+    let signal = form_tree(&format!(
+        "event=ONOFFLINEEVENT&auth[member_id]={p0}&auth[application_token]={}",
+        world.application_token(0)
+    ));
+    assert_eq!(block_on(fleet.signal(&signal)).unwrap(), p0);
+    // A plan survives a reinstall.
+    block_on(fleet.set_plan(&p0, crate::core::limiter::ENTERPRISE)).unwrap();
+    block_on(fleet.install(&world.install_event(0))).unwrap();
+    let (_, r) = block_on(read_record(&*store, &record_key("t/", &p0)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.plan, Some(crate::core::limiter::ENTERPRISE));
+    // Binding fails (the portal answers with a redirect): nothing is stored.
+    let p1 = world.portals[1].member_id.clone();
+    world.redirects.borrow_mut().insert(
+        world.portals[1].domain.clone(),
+        "https://elsewhere.example/".into(),
+    );
+    let e = block_on(fleet.install(&world.install_event(1))).unwrap_err();
+    assert_eq!(e.code, code::PORTAL_MOVED, "{e:?}");
+    assert!(block_on(read_record(&*store, &record_key("t/", &p1)))
+        .unwrap()
+        .is_none());
+    assert!(!keys_under(&*store, "t/live/").contains(&format!("t/live/{p1}")));
+    world.redirects.borrow_mut().clear();
+    // The OAuth server as `HTTPS://OAUTH.BITRIX.INFO:443/rest/`: stored normalised.
+    let mut loud = world.install_event(1);
+    if let Tree::Map(m) = &mut loud {
+        for (k, v) in m.iter_mut() {
+            if k == "auth[server_endpoint]" {
+                *v = Tree::Str("https://OAUTH.Bitrix.info:443/rest/".into());
+            }
+        }
+    }
+    block_on(fleet.install(&loud)).unwrap();
+    let (_, r) = block_on(read_record(&*store, &record_key("t/", &p1)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.server_endpoint, "https://oauth.bitrix.info/rest/");
+}
+
+/// A store that changes a portal's record (as a concurrent `setPlan` would) just before the
+/// first attempt to delete it.
+struct Meddler {
+    inner: Rc<MemoryFleetStore>,
+    meddled: Cell<bool>,
+}
+
+impl crate::core::journal::Store for Meddler {
+    fn get(
+        &self,
+        key: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<String>>> {
+        self.inner.get(key)
+    }
+    fn set(
+        &self,
+        key: &str,
+        value: String,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        self.inner.delete(key)
+    }
+}
+
+impl crate::core::fleet::store::FleetStore for Meddler {
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
+        use crate::core::fleet::record::Record;
+        if value.is_none() && key.contains("portal/") && !self.meddled.get() {
+            self.meddled.set(true);
+            let current = block_on(self.inner.get(key)).unwrap().unwrap();
+            let mut r = Record::from_text(&current).unwrap();
+            r.plan = Some(crate::core::limiter::ENTERPRISE);
+            block_on(self.inner.set(key, r.to_text())).unwrap();
+        }
+        self.inner.swap(key, expected, value)
+    }
+    fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: f64,
+        now_ms: f64,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<u64>>> {
+        self.inner.lease(name, owner, ttl_ms, now_ms)
+    }
+    fn fenced(
+        &self,
+        name: &str,
+        fence: u64,
+        key: &str,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
+        self.inner.fenced(name, fence, key, value)
+    }
+    fn release(
+        &self,
+        name: &str,
+        owner: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
+        self.inner.release(name, owner)
+    }
+    fn keys(
+        &self,
+        prefix: &str,
+    ) -> LocalBoxFuture<'static, crate::core::error::Result<Vec<String>>> {
+        self.inner.keys(prefix)
+    }
+}
+
+/// Issue 18, case 8: an uninstall racing a change of the record still deletes it, and the
+/// journal goes under the portal's lease (a new fence: the old holder's writes are refused).
+#[test]
+fn uninstall_resolves_only_when_record_and_journal_are_gone() {
+    let world = Portals::new(1);
+    let memory = Rc::new(MemoryFleetStore::default());
+    let store = Rc::new(Meddler {
+        inner: memory.clone(),
+        meddled: Cell::new(false),
+    });
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    let p0 = world.portals[0].member_id.clone();
+    block_on(fleet.install(&world.install_event(0))).unwrap();
+    // A drain elsewhere holds the portal and journaled a reservation under its fence.
+    let lease = format!("t/lease/{p0}");
+    let now = world.fake.now_ms();
+    let old = block_on(memory.lease(&lease, "elsewhere", 30_000.0, now))
+        .unwrap()
+        .unwrap();
+    let journal = format!("t/journal/{p0}");
+    assert!(block_on(memory.fenced(&lease, old, &journal, Some("entry".into()))).unwrap());
+    let payload = form_tree(&format!(
+        "event=ONAPPUNINSTALL&auth[member_id]={p0}&auth[application_token]={}",
+        world.application_token(0)
+    ));
+    // Its holder lets go after a while (it sees the record gone at its next scan).
+    let f = world.fake.clone();
+    let m2 = memory.clone();
+    let l2 = lease.clone();
+    let holder = async move {
+        let _ = f.sleep(5_000.0, None).await;
+        block_on_inner(m2.release(&l2, "elsewhere")).await.unwrap();
+    };
+    let (out, ()) = block_on(futures_util::future::join(
+        fleet.uninstall(&payload),
+        holder,
+    ));
+    assert_eq!(out.unwrap(), p0);
+    assert!(
+        store.meddled.get(),
+        "the record changed under the first delete"
+    );
+    assert!(
+        keys_under(&*memory, "t/").iter().all(|k| !k.contains(&p0)),
+        "{:?}",
+        keys_under(&*memory, "t/")
+    );
+    // The old holder's late journal write is refused.
+    assert!(!block_on(memory.fenced(&lease, old, &journal, Some("late".into()))).unwrap());
+    // A second uninstall finds nothing.
+    assert_eq!(
+        block_on(fleet.uninstall(&payload)).unwrap_err().code,
+        code::INVALID_INSTALL
+    );
+}
+
+/// Issue 18, case 11: a stopped portal leaves the live list every scan reads, and a new install
+/// lists it again; stores from before the live list are listed once at start.
+#[test]
+fn stopped_portals_leave_the_scan() {
+    let world = Portals::new(2);
+    let store = Rc::new(MemoryFleetStore::default());
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
+    for i in 0..2 {
+        block_on(fleet.install(&world.install_event(i))).unwrap();
+    }
+    assert_eq!(keys_under(&*store, "t/live/").len(), 2);
+    let p0 = world.portals[0].member_id.clone();
+    // p0 deleted: its drain stops it.
+    world.portals[0].lock().health.deleted = true;
+    world.changes(0, 1, 1);
+    let seen = Rc::new(Seen::default());
+    let r = recorder(&seen, "w1", &world.fake);
+    let driver = async {
+        until(&world.fake, &[&fleet], 120_000.0, || {
+            !seen.stopped.borrow().is_empty()
+        })
+        .await;
+    };
+    block_on(futures_util::future::join(fleet.run(r.clone(), r), driver));
+    assert_eq!(
+        keys_under(&*store, "t/live/"),
+        vec![format!("t/live/{}", world.portals[1].member_id)]
+    );
+    let (_, rec) = block_on(read_record(&*store, &record_key("t/", &p0)))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.stopped.as_deref(), Some(code::PORTAL_DELETED));
+    // A store written before the live list: listed at start, stopped portals left out.
+    for k in keys_under(&*store, "t/live/") {
+        block_on(store.delete(&k)).unwrap();
+    }
+    let again = Fleet::new(world.fake.clone(), store.clone(), world.settings("w2"));
+    let r = recorder(&seen, "w2", &world.fake);
+    let stop = async {
+        again.stop();
+    };
+    block_on(futures_util::future::join(again.run(r.clone(), r), stop));
+    assert_eq!(
+        keys_under(&*store, "t/live/"),
+        vec![format!("t/live/{}", world.portals[1].member_id)]
+    );
+    world.portals[0].lock().health.deleted = false;
+    block_on(fleet.install(&world.install_event(0))).unwrap();
+    assert_eq!(keys_under(&*store, "t/live/").len(), 2);
 }

@@ -15,13 +15,13 @@ use super::super::consume::{
 use super::super::error::{code, B24Error, Result};
 use super::super::joint::{race, Alarm, Crowd, Gate, LocalBoxFuture};
 use super::super::journal::{Journal, Store};
-use super::super::limiter::RateLimit;
+use super::super::limiter::{Bucket, RateLimit};
 use super::super::model::{Bound, OfflineEvent};
 use super::super::offline::Queue;
 use super::super::platform::{Context, Level, Platform};
-use super::super::signal::{constant_time_eq, field, verify};
+use super::super::signal::{field, verify};
 use super::install::{member_id, Install, Uninstall};
-use super::oauth::{change_record, read_record, record_key, PortalTokens};
+use super::oauth::{change_record, exchange, live_key, read_record, record_key, PortalTokens};
 use super::record::Record;
 use super::settings::Settings;
 use super::store::{Fenced, FleetStore};
@@ -81,6 +81,7 @@ struct Portal<P: Platform + Clone> {
     progress: RefCell<Progress>,
     last_error: RefCell<Option<B24Error>>,
     client: RefCell<Option<Rc<Client<P>>>>,
+    tokens: RefCell<Option<PortalTokens<P>>>,
 }
 
 /// A portal's line in [`Fleet::stats`].
@@ -103,6 +104,8 @@ struct Inner<P: Platform + Clone> {
     scan: Alarm,
     closing: Cell<bool>,
     refreshes: Cell<u64>,
+    /// Room for installs not yet proven (`installRate`).
+    installs: RefCell<Bucket>,
 }
 
 #[derive(Clone)]
@@ -145,6 +148,7 @@ fn fatal(e: &B24Error) -> bool {
 impl<P: Platform + Clone> Fleet<P> {
     pub fn new(platform: P, store: Rc<dyn FleetStore>, settings: Settings) -> Fleet<P> {
         let gate = Gate::new(settings.concurrency);
+        let installs = RefCell::new(Bucket::new(settings.install_rate));
         Fleet {
             inner: Rc::new(Inner {
                 platform,
@@ -156,12 +160,13 @@ impl<P: Platform + Clone> Fleet<P> {
                 scan: Alarm::default(),
                 closing: Cell::new(false),
                 refreshes: Cell::new(0),
+                installs,
             }),
         }
     }
 
     /// A client for a portal's record: its own limiter, the fleet's token source.
-    fn client(&self, record: &Record) -> Client<P> {
+    fn client(&self, record: &Record) -> (Client<P>, PortalTokens<P>) {
         let me = &self.inner;
         let s = &me.settings;
         let mut config = Config::new(record.origin.clone());
@@ -184,98 +189,83 @@ impl<P: Platform + Clone> Fleet<P> {
                 access: record.access_token.clone(),
                 expires_at_ms: Some(record.expires_at_ms),
             },
-            Some(Rc::new(tokens)),
+            Some(Rc::new(tokens.clone())),
         );
-        Client::new(me.platform.clone(), config, auth)
+        (Client::new(me.platform.clone(), config, auth), tokens)
     }
 
-    /// Takes an install (the `ONAPPINSTALL` event or the install page's POST): checks it,
-    /// checks the token against the portal itself (`app.info`), stores the portal, binds the
-    /// app's events and the onOfflineEvent receiver. A known portal is only replaced by an
-    /// install that proves itself: the same application token, or a token the stored portal
-    /// accepts; a portal's address changes only after it was stopped as moved there.
+    /// Takes an install (the `ONAPPINSTALL` event or the install page's POST). Anyone can send
+    /// one, so nothing in it is believed until the OAuth server the app trusts proves it: the
+    /// install's refresh token is exchanged there (the only request an unproven install
+    /// causes, and only within `installRate`), and the answer must name the same `member_id`
+    /// and portal. Then the app's events and the onOfflineEvent receiver are bound with the
+    /// new token, and only then is the portal stored (replacing what was stored for it, its
+    /// plan kept) and listed as live. See docs/fleet.md, threat model.
     pub async fn install(&self, payload: &Tree) -> Result<Installed> {
         let me = &self.inner;
         let s = &me.settings;
         let install = Install::read(payload, &s.trust)?;
         let key = record_key(&s.prefix, &install.member_id);
-        let existing = read_record(&*me.store, &key).await?;
-        let now = me.platform.now_ms();
-        let mut record = Record::installed(&install, now);
-        // The token must work at the portal the install names.
-        let client = self.client(&record);
+        let known = read_record(&*me.store, &key).await?;
+        let live = known.as_ref().is_some_and(|(_, r)| r.stopped.is_none());
+        if !live {
+            let count = me.store.keys(&concat(&[&s.prefix, "live/"])).await?.len();
+            if count >= s.max_portals {
+                return Err(B24Error::new(
+                    code::PORTAL_LIMIT,
+                    "the fleet holds maxPortals live portals already; the install was refused",
+                ));
+            }
+        }
+        if me
+            .installs
+            .borrow_mut()
+            .try_take(me.platform.now_ms())
+            .is_err()
+        {
+            return Err(B24Error::new(
+                code::INSTALL_LIMITED,
+                "too many installs to prove at once (installRate); the install was refused before anything was sent",
+            ));
+        }
+        let grant = exchange(
+            &me.platform,
+            &s.app,
+            &install.oauth,
+            &install.refresh_token,
+            s.trust.allow_http,
+            s.timeout_ms,
+        )
+        .await
+        .map_err(|e| {
+            if e.is(code::INVALID_GRANT) || e.status != 0 {
+                invalid(&concat(&[
+                    "the OAuth server did not accept the install's refresh token (",
+                    &e.code,
+                    ")",
+                ]))
+            } else {
+                e
+            }
+        })?;
+        if grant.member_id.as_deref() != Some(install.member_id.as_str()) {
+            return Err(invalid(
+                "the OAuth server's answer is for another portal (member_id)",
+            ));
+        }
+        if grant.portal.as_ref() != Some(&install.origin) {
+            return Err(invalid(
+                "the OAuth server's answer names another REST address for the portal (client_endpoint)",
+            ));
+        }
+        // Proven: an install that is this app's, for this portal, at this address.
+        me.installs.borrow_mut().give_back();
+        let record = Record::installed(&install, &grant, me.platform.now_ms());
+        let (client, _) = self.client(&record);
         let queue = Queue {
             client: &client,
             connector: s.connector.as_deref(),
         };
-        client
-            .call(
-                "app.info",
-                &crate::core::args::Body::new(),
-                &crate::core::client::CallOptions::new(crate::core::retry::Idempotency::Safe),
-            )
-            .await
-            .map_err(|e| {
-                let mut out = invalid("the portal did not accept the install's access token");
-                out.description.push_str(&concat(&[" (", &e.code, ")"]));
-                out
-            })?
-            .into_result()
-            .map_err(|e| {
-                invalid(&concat(&[
-                    "the portal refused the install's access token (",
-                    &e.code,
-                    ")",
-                ]))
-            })?;
-        if let Some((_, known)) = &existing {
-            let moved_here = known.stopped.is_some()
-                && known.moved_to.as_deref() == Some(record.origin.host.as_str());
-            if known.origin != record.origin && !moved_here {
-                return Err(invalid(
-                    "a portal with this member_id is installed at another address; uninstall it first",
-                ));
-            }
-            if known.stopped.is_none() {
-                // A portal being drained keeps its pair unless the install proves it is this
-                // app's: the same application token (another app's token for the same portal
-                // would pass app.info too). The install page's POST carries none: nothing new.
-                match (&known.application_token, &install.application_token) {
-                    (Some(a), Some(b)) if constant_time_eq(a.as_bytes(), b.as_bytes()) => {}
-                    (_, None) => {
-                        return Ok(Installed {
-                            portal: PortalInfo {
-                                member_id: known.member_id.clone(),
-                                domain: known.origin.host.clone(),
-                            },
-                            known: true,
-                            bound: Vec::new(),
-                            signal_bound: false,
-                        })
-                    }
-                    _ => {
-                        return Err(invalid(
-                            "the portal is installed with another application token; uninstall it first",
-                        ))
-                    }
-                }
-            }
-            if record.application_token.is_none() {
-                record.application_token = known.application_token.clone();
-            }
-            record.generation = known.generation + 1;
-        }
-        let text = record.to_text();
-        if !me
-            .store
-            .swap(&key, existing.as_ref().map(|(t, _)| t.as_str()), Some(text))
-            .await?
-        {
-            return Err(B24Error::new(
-                code::STORE_FAILED,
-                "the portal record changed during the install; send it again",
-            ));
-        }
         let bound = if s.events.is_empty() {
             Vec::new()
         } else {
@@ -285,48 +275,119 @@ impl<P: Platform + Clone> Fleet<P> {
             Some(url) => queue.notify_at(url, None, None).await?,
             None => false,
         };
+        let mut stored = None;
+        for _ in 0..8 {
+            let now_known = read_record(&*me.store, &key).await?;
+            let mut next = record.clone();
+            if let Some((_, old)) = &now_known {
+                next.generation = old.generation + 1;
+                next.plan = old.plan;
+                if next.application_token.is_none() {
+                    next.application_token = old.application_token.clone();
+                }
+            }
+            let expected = now_known.as_ref().map(|(t, _)| t.as_str());
+            if me.store.swap(&key, expected, Some(next.to_text())).await? {
+                stored = Some(now_known.is_some());
+                break;
+            }
+        }
+        let known = stored.ok_or_else(|| {
+            B24Error::new(
+                code::STORE_FAILED,
+                "the portal record kept changing during the install; send it again",
+            )
+        })?;
+        me.store
+            .set(&live_key(&s.prefix, &record.member_id), "1".into())
+            .await?;
         me.scan.ring();
         Ok(Installed {
             portal: PortalInfo {
                 member_id: record.member_id.clone(),
                 domain: record.origin.host.clone(),
             },
-            known: existing.is_some(),
+            known,
             bound,
             signal_bound,
         })
     }
 
-    /// Takes an `ONAPPUNINSTALL`: proven by the application token, it stops the portal and
-    /// deletes its record, journal and lease. Returns the member id.
+    /// Takes an `ONAPPUNINSTALL`: proven by the application token, it deletes the portal's
+    /// record (over concurrent changes), then, under the portal's lease (so that no drain can
+    /// write it afterwards), its journal and wake flag. Resolves with the member id only when
+    /// all of it is gone; rejects otherwise (the record is deleted first, so the portal is
+    /// drained no more either way).
     pub async fn uninstall(&self, payload: &Tree) -> Result<String> {
         let me = &self.inner;
         let s = &me.settings;
         let u = Uninstall::read(payload)?;
         let key = record_key(&s.prefix, &u.member_id);
-        let Some((text, record)) = read_record(&*me.store, &key).await? else {
-            return Err(invalid("no such portal in the store"));
-        };
-        if !record
-            .application_token
-            .as_deref()
-            .is_some_and(|t| u.matches(t))
-        {
-            return Err(invalid(
-                "auth[application_token] is not the portal's (or none was stored: the install event never arrived)",
+        let mut deleted = false;
+        for _ in 0..8 {
+            let Some((text, record)) = read_record(&*me.store, &key).await? else {
+                return Err(invalid("no such portal in the store"));
+            };
+            if !record
+                .application_token
+                .as_deref()
+                .is_some_and(|t| u.matches(t))
+            {
+                return Err(invalid(
+                    "auth[application_token] is not the portal's (or none was stored: the install event never arrived)",
+                ));
+            }
+            if me.store.swap(&key, Some(&text), None).await? {
+                deleted = true;
+                break;
+            }
+        }
+        if !deleted {
+            return Err(B24Error::new(
+                code::STORE_FAILED,
+                "the portal record kept changing during the uninstall; send it again",
             ));
         }
+        me.store.delete(&live_key(&s.prefix, &u.member_id)).await?;
         let here = me.portals.borrow().get(&u.member_id).cloned();
         if let Some(p) = here {
             p.alarm.close();
         }
-        me.store.swap(&key, Some(&text), None).await?;
+        // The portal's lease, taken anew (a new fence): a drain still running anywhere can no
+        // longer write the journal. Its holder lets go at its next scan (it sees the record
+        // gone), this worker's own drain after its batch in hand.
+        let lease = lease_name(&s.prefix, &u.member_id);
+        let give_up = me.platform.now_ms() + s.lease_ms + s.timeout_ms;
+        let fence = loop {
+            let now = me.platform.now_ms();
+            let mine = me.portals.borrow().contains_key(&u.member_id);
+            if !mine {
+                if let Some(f) = me.store.lease(&lease, &s.worker, s.lease_ms, now).await? {
+                    break f;
+                }
+            }
+            if now > give_up {
+                return Err(B24Error::new(
+                    code::STORE_FAILED,
+                    "the portal's record is deleted, but its lease stayed held: its journal is left; send the uninstall again",
+                ));
+            }
+            me.platform.sleep(200.0, None).await?;
+        };
         let journal = journal_key(&s.prefix, &u.member_id);
+        let mut left = Ok(());
         for k in me.store.keys(&journal).await? {
-            me.store.delete(&k).await?;
+            if !me.store.fenced(&lease, fence, &k, None).await? {
+                left = Err(B24Error::new(
+                    code::STORE_FAILED,
+                    "another worker took the portal's lease during the uninstall; send it again",
+                ));
+                break;
+            }
         }
         me.store.delete(&wake_key(&s.prefix, &u.member_id)).await?;
-        Ok(u.member_id)
+        me.store.release(&lease, &s.worker).await?;
+        left.map(|()| u.member_id)
     }
 
     /// Takes an onOfflineEvent POST: the portal by `member_id`, its application token compared
@@ -377,7 +438,8 @@ impl<P: Platform + Clone> Fleet<P> {
             ));
         }
         change_record(&*me.store, &record_key(&me.settings.prefix, &member), |r| {
-            r.plan = Some(plan)
+            r.plan = Some(plan);
+            true
         })
         .await?
         .ok_or_else(|| B24Error::invalid("memberId", "no such portal"))?;
@@ -433,12 +495,42 @@ impl<P: Platform + Clone> Fleet<P> {
         handler: Rc<dyn PortalHandler<P::Data>>,
         reporter: Rc<dyn FleetReporter<P::Data>>,
     ) {
+        if let Err(e) = self.list_live().await {
+            self.inner.platform.log(
+                Level::Warn,
+                &concat(&["the fleet could not list its live portals: ", &e.message()]),
+                &Context::default(),
+            );
+        }
         let scanner = self.clone();
         let (h, r) = (handler.clone(), reporter.clone());
         self.inner.crowd.add(Box::pin(async move {
             scanner.scan_loop(h, r).await;
         }));
         self.inner.crowd.run().await;
+    }
+
+    /// Lists every stored portal that is not stopped as live, once at start: stores written
+    /// before the live index existed hold records only.
+    async fn list_live(&self) -> Result<()> {
+        let me = &self.inner;
+        let s = &me.settings;
+        let live = concat(&[&s.prefix, "live/"]);
+        if !me.store.keys(&live).await?.is_empty() {
+            return Ok(());
+        }
+        let prefix = concat(&[&s.prefix, "portal/"]);
+        for k in me.store.keys(&prefix).await? {
+            let Some(m) = k.strip_prefix(&prefix) else {
+                continue;
+            };
+            if let Some((_, r)) = read_record(&*me.store, &k).await? {
+                if r.stopped.is_none() {
+                    me.store.set(&live_key(&s.prefix, m), "1".into()).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn scan_loop(
@@ -509,7 +601,7 @@ impl<P: Platform + Clone> Fleet<P> {
             )
             .await?;
         let workers = self.live_workers(now).await?.max(1);
-        let prefix = concat(&[&s.prefix, "portal/"]);
+        let prefix = concat(&[&s.prefix, "live/"]);
         let members: Vec<String> = me
             .store
             .keys(&prefix)
@@ -548,6 +640,13 @@ impl<P: Platform + Clone> Fleet<P> {
                 Some(f) if f != p.fence => p.alarm.close(),
                 Some(_) => {
                     p.held_until.set(now + s.lease_ms);
+                    // A pair the OAuth server gave whose write failed: written now.
+                    let tokens = p.tokens.borrow().clone();
+                    if let Some(t) = tokens.filter(|t| t.unsaved()) {
+                        if let Err(e) = t.flush().await {
+                            *p.last_error.borrow_mut() = Some(e);
+                        }
+                    }
                     if me.store.get(&wake_key(&s.prefix, m)).await?.is_some() {
                         me.store.delete(&wake_key(&s.prefix, m)).await?;
                         p.alarm.ring();
@@ -600,8 +699,9 @@ impl<P: Platform + Clone> Fleet<P> {
                 Some((_, record)) if record.stopped.is_none() => {
                     self.start(record, fence, handler.clone(), reporter.clone())
                 }
-                // Gone, or stopped until a new install: nothing to drain.
+                // Gone, or stopped until a new install: nothing to drain, and no longer live.
                 _ => {
+                    me.store.delete(&live_key(&s.prefix, m)).await?;
                     me.store
                         .release(&lease_name(&s.prefix, m), &s.worker)
                         .await?
@@ -652,6 +752,7 @@ impl<P: Platform + Clone> Fleet<P> {
             progress: RefCell::default(),
             last_error: RefCell::default(),
             client: RefCell::default(),
+            tokens: RefCell::default(),
         });
         #[cfg(test)]
         eprintln!(
@@ -684,8 +785,10 @@ impl<P: Platform + Clone> Fleet<P> {
         let me = &self.inner;
         let s = &me.settings;
         let member = record.member_id.clone();
-        let client = Rc::new(self.client(&record));
+        let (client, tokens) = self.client(&record);
+        let client = Rc::new(client);
         *portal.client.borrow_mut() = Some(client.clone());
+        *portal.tokens.borrow_mut() = Some(tokens.clone());
         let fenced = Fenced {
             store: me.store.clone(),
             lease: lease_name(&s.prefix, &member),
@@ -754,9 +857,12 @@ impl<P: Platform + Clone> Fleet<P> {
                     if moved.is_some() {
                         r.moved_to = moved.clone();
                     }
+                    true
                 })
                 .await;
             }
+            // Out of every worker's scan until a new install lists it again.
+            let _ = me.store.delete(&live_key(&s.prefix, &member)).await;
         }
         me.refreshes
             .set(me.refreshes.get() + client.auth.refreshes());
