@@ -55,15 +55,18 @@ pub const MAX_PORTALS: usize = 100_000;
 
 /// `installRate`: `{ burst, perSec }`.
 fn install_rate(given: &impl Given) -> Result<RateLimit> {
-    let Some(r) = given.nested("installRate") else {
-        return Ok(INSTALL_RATE);
-    };
     let bad = || {
         B24Error::invalid(
             "installRate",
             "must be { burst: 1..10000, perSec: > 0 up to 1000 }",
         )
     };
+    match given.tree("installRate").map_err(|_| bad())? {
+        None | Some(Tree::Null) => return Ok(INSTALL_RATE),
+        Some(Tree::Map(_)) => {}
+        Some(_) => return Err(bad()),
+    }
+    let r = given.nested("installRate").ok_or_else(bad)?;
     let burst = r
         .number("burst")
         .map_err(|_| bad())?
@@ -370,6 +373,26 @@ mod tests {
             (
                 json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "strandedAfterMs": 10 }),
                 "strandedAfterMs",
+            ),
+            (
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "oauthServers": ["https://evil.example/x"] }),
+                "oauthServers",
+            ),
+            (
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "installRate": { "burst": 0, "perSec": 1 } }),
+                "installRate",
+            ),
+            (
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "installRate": 5 }),
+                "installRate",
+            ),
+            (
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "maxPortals": 0 }),
+                "maxPortals",
+            ),
+            (
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "portalOAuth": [7] }),
+                "portalOAuth",
             ),
         ] {
             let e = resolve(v.clone()).expect_err(&v.to_string());

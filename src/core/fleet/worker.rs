@@ -301,6 +301,12 @@ impl<P: Platform + Clone> Fleet<P> {
         me.store
             .set(&live_key(&s.prefix, &record.member_id), "1".into())
             .await?;
+        // A drain here started from the old record (another address, a pair now replaced)
+        // starts again from the new one at the next scan.
+        let here = me.portals.borrow().get(&record.member_id).cloned();
+        if let Some(p) = here.filter(|p| p.info.domain != record.origin.host) {
+            p.alarm.close();
+        }
         me.scan.ring();
         Ok(Installed {
             portal: PortalInfo {
@@ -852,7 +858,12 @@ impl<P: Platform + Clone> Fleet<P> {
             if !e.is(code::PORTAL_STOPPED) {
                 let moved = e.moved_to.clone();
                 let why = e.code.to_string();
-                let _ = change_record(&*me.store, &record_key(&s.prefix, &member), |r| {
+                let origin = record.origin.clone();
+                let stopped = change_record(&*me.store, &record_key(&s.prefix, &member), |r| {
+                    // A new install at another address meanwhile is not this drain's to stop.
+                    if r.origin != origin {
+                        return false;
+                    }
                     r.stopped = Some(why.clone());
                     if moved.is_some() {
                         r.moved_to = moved.clone();
@@ -860,9 +871,15 @@ impl<P: Platform + Clone> Fleet<P> {
                     true
                 })
                 .await;
+                // Out of every worker's scan until a new install lists it again.
+                if let Ok(Some(r)) = stopped {
+                    if r.stopped.is_some() {
+                        let _ = me.store.delete(&live_key(&s.prefix, &member)).await;
+                    }
+                }
+            } else {
+                let _ = me.store.delete(&live_key(&s.prefix, &member)).await;
             }
-            // Out of every worker's scan until a new install lists it again.
-            let _ = me.store.delete(&live_key(&s.prefix, &member)).await;
         }
         me.refreshes
             .set(me.refreshes.get() + client.auth.refreshes());
