@@ -13,11 +13,16 @@ export declare class FileStore implements FleetStore {
   keys(prefix: string): Promise<string[]>;
 }
 
-/** Tokens, journals and leases in Redis, for workers on many machines: a connected client of
- *  the `redis` package (`sendCommand`) or of `ioredis` (`call`). */
+/** Tokens, journals and leases in Redis, for workers on many machines, on one Redis or a Redis
+ *  Cluster: a connected client of the `redis` package (`createClient`, or `createCluster`,
+ *  known by its `masters`) or of `ioredis` (`Redis` or `Cluster`: `call`). The prefix may not
+ *  contain braces (the store puts a hash tag after it). */
 export declare class RedisStore implements FleetStore {
   constructor(
-    client: { sendCommand(args: string[]): Promise<unknown> } | { call(...args: string[]): Promise<unknown> },
+    client:
+      | { sendCommand(args: string[]): Promise<unknown> }
+      | { sendCommand(firstKey: string | undefined, isReadonly: boolean | undefined, args: string[]): Promise<unknown>; masters: unknown }
+      | { call(...args: string[]): Promise<unknown> },
     options?: { prefix?: string },
   );
   get(key: string): Promise<string | null>;
