@@ -37,6 +37,9 @@ function benchOptions(url) {
     events: ['ONCRMDEALUPDATE'],
     signalUrl: `${url}/signal`,
     allowHttp: true,
+    // The emulator's central OAuth server (its first portal's origin) proves installs and
+    // refreshes every portal, as oauth.bitrix.info does in the cloud.
+    oauthServers: [new URL(EMULATOR).host],
     concurrency: 64,
     plan: { burst: RATE.burst, drainPerSec: RATE.drain_per_sec },
     maxIdleDelay: 5000,

@@ -2,8 +2,11 @@
 // events: one worker on the embedded file store draining 50 portals; three worker processes on a
 // real redis-server (started here on a free port, stopped at the end) with one SIGKILLed; every
 // token expiring at once; a spent refresh token, a deleted portal and an uninstall each stopping
-// only their portal. Needs EMULATOR_URL and a built pkg/.
+// only their portal; forged installs against the emulator's central OAuth server and an attacker's
+// server. The stores' own contract is in stores.test.mjs. Needs EMULATOR_URL and a built pkg/.
 import { test, before, after } from 'node:test';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,11 +19,14 @@ const APP = 'app.fleet';
 const SECRET = 'fleet-secret';
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const cleanup = [];
-let redis, redisPort;
+let redis, redisPort, oauthHost;
 
 before(async () => {
   redis = await startRedis();
   redisPort = redis.port;
+  // The emulator's central OAuth server, as oauth.bitrix.info is the cloud's: the only host
+  // the fleet may send the client secret to, and the one that proves installs.
+  oauthHost = new URL((await (await fetch(`${EMULATOR}/`)).json()).oauth_server).host;
 });
 
 after(async () => {
@@ -50,6 +56,7 @@ function options(url, extra = {}) {
     events: ['ONCRMDEALUPDATE'],
     signalUrl: `${url}/signal`,
     allowHttp: true,
+    oauthServers: [oauthHost],
     concurrency: 4,
     timeoutMs: 5000,
     ...extra,
@@ -57,9 +64,16 @@ function options(url, extra = {}) {
 }
 
 async function install(origin, url) {
-  const r = await ctl(origin, 'install', { client_id: APP, handler: `${url}/install` });
+  const r = await ctl(origin, 'install', { client_id: APP, client_secret: SECRET, handler: `${url}/install` });
   assert.equal(r.delivered, true, JSON.stringify(r));
   return r;
+}
+
+/** The token pair stored for a portal (the FileStore's record file, as the fleet wrote it). */
+async function storedPair(dir, member) {
+  const text = await new FileStore(dir).get(`b24-offline/portal/${member}`);
+  const line = (k) => decodeURIComponent(text.split('\n').find((l) => l.startsWith(`${k} `)).slice(k.length + 1));
+  return { access: line('access'), refresh: line('refresh') };
 }
 
 async function until(what, limitMs, done) {
@@ -69,54 +83,6 @@ async function until(what, limitMs, done) {
     await sleep(100);
   }
 }
-
-// The rules the core's reference store is held to (src/core/fleet/store.rs), for the two stores
-// the package ships.
-async function storeContract(store) {
-  assert.equal(await store.swap('a/k', null, 'v1'), true);
-  assert.equal(await store.swap('a/k', null, 'v2'), false);
-  assert.equal(await store.swap('a/k', 'x', 'v2'), false);
-  assert.equal(await store.swap('a/k', 'v1', 'v2'), true);
-  assert.equal(await store.get('a/k'), 'v2');
-  const f1 = await store.lease('p', 'w1', 400, Date.now());
-  assert.ok(Number.isInteger(f1) && f1 >= 1);
-  assert.equal(await store.lease('p', 'w2', 400, Date.now()), null);
-  assert.equal(await store.lease('p', 'w1', 400, Date.now()), f1, 'a renewal keeps the fence');
-  assert.equal(await store.fenced('p', f1, 'a/j', 'mine'), true);
-  assert.equal(await store.fenced('p', f1 + 1, 'a/j', 'forged'), false);
-  await sleep(500);
-  // Run out, nobody else took it: the holder's write still lands.
-  assert.equal(await store.fenced('p', f1, 'a/j', 'late but alone'), true);
-  const f2 = await store.lease('p', 'w2', 400, Date.now());
-  assert.ok(f2 > f1);
-  assert.equal(await store.fenced('p', f1, 'a/j', 'stale'), false);
-  assert.equal(await store.fenced('p', f1, 'a/j', null), false);
-  assert.equal(await store.get('a/j'), 'late but alone');
-  assert.equal(await store.lease('p', 'w1', 400, Date.now()), null);
-  await store.release('p', 'w1');
-  assert.equal(await store.lease('p', 'w1', 400, Date.now()), null, 'released only by its holder');
-  await store.release('p', 'w2');
-  const f3 = await store.lease('p', 'w1', 400, Date.now());
-  assert.ok(f3 > f2, 'a new holder after a release gets a new fence');
-  assert.equal(await store.fenced('p', f3, 'a/j', null), true);
-  assert.equal(await store.get('a/j'), null);
-  assert.deepEqual(await store.keys('a/'), ['a/k']);
-  await store.set('a/s', 'x');
-  assert.deepEqual(await store.keys('a/'), ['a/k', 'a/s']);
-  await store.delete('a/s');
-  assert.equal(await store.swap('a/k', 'v2', null), true);
-  assert.equal(await store.get('a/k'), null);
-  assert.deepEqual(await store.keys('a/'), []);
-}
-
-test('the file store and the Redis store keep the store contract (swap, leases, fenced writes)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'b24-store-'));
-  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
-  await storeContract(new FileStore(dir));
-  const { store, client } = await redisStore(redisPort, `contract-${Date.now()}:`);
-  cleanup.push(() => client.quit());
-  await storeContract(store);
-});
 
 test('one worker installs 50 portals through their install events and drains every one', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'b24-fleet-'));
@@ -188,7 +154,8 @@ test('three worker processes on Redis, one SIGKILLed, lose nothing and never dra
   let round = 0;
   let next = 0;
   await until('the victim busy', 60000, async () => {
-    if (lines.some((l) => l.worker === 'w3' && l.ids)) return true;
+    // A worker's id is its label and its process's nonce.
+    if (lines.some((l) => l.worker.startsWith('w3#') && l.ids)) return true;
     if (Date.now() < next) return false;
     for (const p of list) expected += await changes(p.origin, 1 + round * 100, round === 0 ? 40 : 2);
     round++;
@@ -227,10 +194,12 @@ test('three worker processes on Redis, one SIGKILLed, lose nothing and never dra
     }
   }
   assert.equal(shared, 0, 'a portal drained by two workers at once');
-  const taken = new Set(batches.filter((l) => l.worker !== 'w3' && l.start > killedAt).map((l) => l.member));
-  const victims = new Set(batches.filter((l) => l.worker === 'w3').map((l) => l.member));
+  const label = (id) => id.split('#')[0];
+  const taken = new Set(batches.filter((l) => label(l.worker) !== 'w3' && l.start > killedAt).map((l) => l.member));
+  const victims = new Set(batches.filter((l) => label(l.worker) === 'w3').map((l) => l.member));
   for (const m of victims) assert.ok(taken.has(m), `the victim's portal ${m} was taken over`);
-  assert.ok(lines.some((l) => l.done === 'w1') && lines.some((l) => l.done === 'w2'), 'the survivors stopped gracefully');
+  const done = lines.filter((l) => l.done).map((l) => label(l.done));
+  assert.ok(done.includes('w1') && done.includes('w2'), 'the survivors stopped gracefully');
 });
 
 test('every token expiring at once is refreshed exactly once per portal across three workers', async () => {
@@ -256,7 +225,8 @@ test('every token expiring at once is refreshed exactly once per portal across t
   await Promise.all(runs);
   for (const p of list) {
     const s = await ctl(p.origin, 'stats');
-    assert.equal(s.refreshes, 1, `${p.origin}: ${s.refreshes} refreshes`);
+    // One exchange proved the install, one renewed the expired pair.
+    assert.equal(s.refreshes, 2, `${p.origin}: ${s.refreshes} refreshes`);
     assert.equal(s.refreshes_refused, 0);
   }
 });
@@ -282,11 +252,12 @@ test('a spent refresh token, a deleted portal and an uninstall each stop only th
   }, { onStopped: (portal, error) => stopped.set(portal.memberId, error) });
   for (const p of list) await changes(p.origin, 1, 2);
   await until('the first changes', 30000, () => [...handled.values()].reduce((a, b) => a + b, 0) === 8);
-  // p0: its refresh token is spent behind the fleet's back, then its access token expires.
-  const p0 = installs.get(list[0].member_id);
-  const spent = await fetch(`${list[0].origin}/oauth/token/?grant_type=refresh_token&refresh_token=${p0.get('auth[refresh_token]')}`);
+  // p0: its stored refresh token (the one the install's proof brought) is spent behind the
+  // fleet's back, then its access token expires.
+  const p0 = await storedPair(dir, list[0].member_id);
+  const spent = await fetch(`http://${oauthHost}/oauth/token/?grant_type=refresh_token&client_id=${APP}&client_secret=${SECRET}&refresh_token=${p0.refresh}`);
   assert.equal(spent.status, 200);
-  await ctl(list[0].origin, 'expire', { access_token: p0.get('auth[access_token]') });
+  await ctl(list[0].origin, 'expire', { access_token: p0.access });
   // p1: deleted. p2: uninstalled by the portal.
   await ctl(list[1].origin, 'portal', { deleted: true });
   const u = await ctl(list[2].origin, 'uninstall', { client_id: APP, handler: `${app.url}/uninstall` });
@@ -300,9 +271,54 @@ test('a spent refresh token, a deleted portal and an uninstall each stop only th
   assert.match(stopped.get(list[0].member_id).description, /invalid_grant/);
   assert.match(stopped.get(list[1].member_id).description, /PORTAL_DELETED/);
   assert.equal(stopped.get(list[2].member_id), undefined, 'an uninstall is not an error');
-  assert.ok(!stopped.get(list[0].member_id).message.includes(p0.get('auth[refresh_token]')));
+  assert.ok(!stopped.get(list[0].member_id).message.includes(p0.refresh));
   // The uninstalled portal's record and journal are gone from the store.
   const files = readdirSync(join(dir, 'data')).map(decodeURIComponent).filter((f) => /^b24-offline\/(portal|journal)\//.test(f));
   assert.ok(!files.some((f) => f.includes(list[2].member_id)), files.join(' '));
   assert.ok(files.some((f) => f.includes(list[3].member_id)), files.join(' '));
+});
+
+// Issue 18, cases 1-3 against real parts: the emulator's portals and central OAuth server, and an
+// attacker's server on loopback that records every request it gets.
+test('forged installs reach no host they name, never see the secret, and cannot squat a portal', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'b24-fleet-'));
+  cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+  const [real] = await portals(1, { rate_limit: null });
+  const seenByAttacker = [];
+  const attacker = createServer((req, res) => {
+    let b = '';
+    req.on('data', (c) => { b += c; });
+    req.on('end', () => { seenByAttacker.push(`${req.method} ${req.url} ${b}`); res.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{"ID":1}}'); });
+  }).listen(0, '127.0.0.1');
+  await once(attacker, 'listening');
+  cleanup.push(() => attacker.close());
+  const evil = `127.0.0.1:${attacker.address().port}`;
+  let fleet;
+  const app = await serve({ install: (b) => fleet.install(b), uninstall: (b) => fleet.uninstall(b), signal: (b) => fleet.signal(b) });
+  cleanup.push(() => app.close());
+  fleet = new Fleet(options(app.url, { store: new FileStore(dir), installRate: { burst: 5, perSec: 1 } }));
+  const forged = (member, client, server, refresh = 'stolen-or-made-up') => new URLSearchParams({
+    event: 'ONAPPINSTALL', 'auth[domain]': client, 'auth[access_token]': 'a', 'auth[refresh_token]': refresh,
+    'auth[expires_in]': '3600', 'auth[server_endpoint]': `http://${server}/rest/`, 'auth[client_endpoint]': `http://${client}/rest/`,
+    'auth[member_id]': member, 'auth[application_token]': 'attacker',
+  }).toString();
+  const post = (body) => fetch(`${app.url}/install`, { method: 'POST', body });
+  // 1. Both endpoints at the attacker: refused by reading alone.
+  assert.equal((await post(forged('a'.repeat(32), evil, evil))).status, 403);
+  // 2. Squatting the real portal's member id at the attacker's address, proven at the real
+  // OAuth server: it does not know the token.
+  assert.equal((await post(forged(real.member_id, evil, oauthHost))).status, 403);
+  // 3. A flood: the rest are refused before anything is sent.
+  const codes = [];
+  for (let i = 0; i < 200; i++) codes.push(await (await post(forged('b'.repeat(32), evil, oauthHost, `t${i}`))).text());
+  assert.ok(codes.filter((c) => c === 'INSTALL_LIMITED').length >= 190, codes.slice(0, 12).join(' '));
+  assert.deepEqual(seenByAttacker, [], 'the attacker got no request, so never the secret');
+  // Once the flood has passed (a unit of installRate a second), the real install goes through.
+  await sleep(1500);
+  await install(real.origin, app.url);
+  const installed = readdirSync(join(dir, 'data')).map(decodeURIComponent).filter((f) => f.startsWith('b24-offline/portal/'));
+  assert.deepEqual(installed, [`b24-offline/portal/${real.member_id}`]);
+  const text = await new FileStore(dir).get(installed[0]);
+  assert.ok(!text.includes(SECRET), 'the secret is never stored');
+  assert.deepEqual(seenByAttacker, []);
 });
