@@ -91,6 +91,8 @@ impl Drop for Live {
 }
 
 pub type Reply = std::result::Result<HttpResponse, TransportError>;
+/// How long an answer from a URL takes to come back (ms).
+pub type Latency = Box<dyn Fn(&str) -> f64>;
 type Handler = Box<dyn FnMut(&str, &str, &Value, f64) -> Reply>;
 
 /// The requests the fake portal saw: (method, body), and the log lines.
@@ -106,7 +108,7 @@ pub struct Fake {
     pub seen: Rc<RefCell<Seen>>,
     /// How long an answer takes to come back, by URL (the server acts at once): a request
     /// whose answer would take longer than its timeout times out when the timeout passes.
-    pub latency: Rc<RefCell<Box<dyn Fn(&str) -> f64>>>,
+    pub latency: Rc<RefCell<Latency>>,
     handler: Rc<RefCell<Handler>>,
 }
 
