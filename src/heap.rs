@@ -16,7 +16,9 @@
 //! shrink its memory anyway), and memory freed in one class is not reused by another.
 //!
 //! The logic is here and tested natively against a fake memory (`tests` below); the wasm glue
-//! (`Wasm`, the `#[global_allocator]`) is at the end.
+//! (`Wasm`, the `#[global_allocator]`) is at the end. The browsers' build only: the Node build
+//! (feature `fleet`, a long-lived server) keeps std's dlmalloc, which reuses freed memory
+//! across sizes.
 
 use std::ptr::null_mut;
 
@@ -150,7 +152,7 @@ impl<P: Pages> Heap<P> {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "fleet")))]
 mod wasm {
     use super::{Heap, Pages, PAGE};
     use std::alloc::{GlobalAlloc, Layout};

@@ -16,6 +16,11 @@ pub mod js;
 #[cfg(target_arch = "wasm32")]
 pub mod transport;
 
-/// The global allocator of the wasm build (size classes instead of dlmalloc or talc).
-#[cfg(any(target_arch = "wasm32", test))]
+/// The global allocator of the browsers' wasm (size classes instead of dlmalloc or talc). The
+/// Node build (feature `fleet`) keeps std's dlmalloc: a long-lived server must reuse memory
+/// across sizes (a large answer's blocks for small ones), which the size classes never do.
+#[cfg(any(
+    all(target_arch = "wasm32", not(feature = "fleet")),
+    all(test, not(target_arch = "wasm32"))
+))]
 mod heap;

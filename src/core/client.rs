@@ -10,7 +10,7 @@ use super::error::{code, B24Error, Kind, Result};
 use super::limiter::{Bucket, MethodOperating, Operating, RateLimit};
 use super::model::Features;
 use super::origin::Origin;
-use super::platform::{Context, HttpRequest, Level, Platform, TransportError};
+use super::platform::{Context, HttpRequest, Level, Platform, TransportError, MAX_RESPONSE_BYTES};
 use super::retry::{decide, Decision, Idempotency, RetryPolicy};
 use crate::core::text::concat;
 use std::cell::RefCell;
@@ -28,6 +28,8 @@ pub struct Config {
     pub operating_limit_s: f64,
     /// Sent as `auth_connector` with every call that does not set its own.
     pub connector: Option<String>,
+    /// The longest answer read (`maxResponseBytes`); a longer one is `BAD_RESPONSE`.
+    pub max_response_bytes: u32,
 }
 
 impl Config {
@@ -39,6 +41,7 @@ impl Config {
             rate: Some(super::limiter::STANDARD),
             operating_limit_s: CLOUD_OPERATING_LIMIT_S,
             connector: None,
+            max_response_bytes: MAX_RESPONSE_BYTES,
         }
     }
 }
@@ -276,11 +279,22 @@ impl<P: Platform> Client<P> {
                 body: Some(text),
                 timeout_ms: self.config.timeout_ms,
             };
-            let outcome = match self.platform.send(request, opts.signal).await {
+            let sent =
+                self.platform
+                    .send_limited(request, self.config.max_response_bytes, opts.signal);
+            let outcome = match sent.await {
                 Ok(resp) => decode(&self.platform, resp.status, &resp.body),
                 Err(TransportError::Aborted) => {
                     return Err(B24Error::new(code::ABORTED, "the operation was aborted")
                         .with_method(method))
+                }
+                // Not retried: the next answer would be as long, and cost the limit again.
+                Err(TransportError::TooLarge) => {
+                    return Err(B24Error::new(
+                        code::BAD_RESPONSE,
+                        "the answer was longer than maxResponseBytes allows; it was not read",
+                    )
+                    .with_method(method))
                 }
                 Err(TransportError::Timeout) => {
                     Err(B24Error::new(code::TIMEOUT, "no answer in time"))

@@ -597,6 +597,46 @@ fn redirects_are_never_followed() {
     }
 }
 
+/// An answer over `maxResponseBytes` is BAD_RESPONSE (its content never in the message), is not
+/// retried (the next one would be as long), and one within the limit is read as usual. The
+/// wasm transport stops reading at the limit: `www/consumers/limits.test.mjs`.
+#[test]
+fn answers_over_the_size_limit_are_bad_responses() {
+    let padding = "x".repeat(4000);
+    let fake = Fake::new(move |_, _, _| super::testkit::ok(json!({ "pad": padding })));
+    for (limit, over) in [(1000, true), (4100, false), (8 << 20, false)] {
+        let (c, _) = client(&fake, |cfg| {
+            cfg.rate = None;
+            cfg.max_response_bytes = limit;
+        });
+        let body = super::args::Body::new();
+        let sent = fake.seen.borrow().requests.len();
+        let got = block_on(c.call(
+            "crm.deal.list",
+            &body,
+            &super::client::CallOptions::new(super::retry::Idempotency::Safe),
+        ));
+        assert_eq!(fake.seen.borrow().requests.len(), sent + 1, "one request");
+        match got {
+            Err(e) if over => {
+                assert_eq!(
+                    (e.code.as_ref(), e.method.as_str()),
+                    (code::BAD_RESPONSE, "crm.deal.list")
+                );
+                assert!(
+                    e.description.contains("maxResponseBytes"),
+                    "{}",
+                    e.description
+                );
+                assert!(!e.message().contains("xxxx"), "{}", e.message());
+                assert_eq!(c.stats().retries, 0);
+            }
+            Ok(_) if !over => {}
+            other => panic!("limit {limit}: {:?}", other.err()),
+        }
+    }
+}
+
 #[test]
 fn stranded_after_has_a_safe_minimum() {
     assert_eq!(min_stranded_after_ms(300_000.0, 30_000.0), 421_000.0);

@@ -7,6 +7,7 @@ use super::digits::decimal;
 use super::error::{B24Error, Result};
 use super::objects::Objects;
 use super::offline::GetArgs;
+use super::platform::MAX_RESPONSE_BYTES;
 use super::time::MAX_DELAY_MS;
 use super::validate;
 use crate::core::text::concat;
@@ -118,6 +119,25 @@ pub(crate) fn delay(given: &impl Given, key: &str, default: f64) -> Result<f64> 
         Some(d) => (validate::positive(key, d)? as f64).min(MAX_DELAY_MS),
         None => default,
     })
+}
+
+/// The largest `maxResponseBytes` (256 MiB: well within what a JavaScript string holds).
+pub const MAX_RESPONSE_BYTES_BOUND: f64 = (256 << 20) as f64;
+
+/// `maxResponseBytes`, the longest answer read (REST calls, batches, the OAuth server's): a
+/// whole number of bytes from 1 to 256 MiB, [`MAX_RESPONSE_BYTES`] (8 MiB) when not given.
+pub fn max_response_bytes(given: &impl Given) -> Result<u32> {
+    const KEY: &str = "maxResponseBytes";
+    match given.number(KEY)? {
+        None => Ok(MAX_RESPONSE_BYTES),
+        Some(n) if n.fract() == 0.0 && (1.0..=MAX_RESPONSE_BYTES_BOUND).contains(&n) => {
+            Ok(n as u32)
+        }
+        Some(_) => Err(B24Error::invalid(
+            KEY,
+            "must be a whole number of bytes from 1 to 268435456 (256 MiB)",
+        )),
+    }
 }
 
 /// How long reservations are held and handled (`handlerTimeoutMs`, `strandedAfterMs`).
@@ -308,6 +328,7 @@ mod tests {
         assert!(o.filter.is_none() && o.order.is_none());
         let r = reserve_args(&json!({})).unwrap();
         assert!(!r.error && !r.clear);
+        assert_eq!(max_response_bytes(&json!({})).unwrap(), 8 << 20);
     }
 
     #[test]
@@ -378,6 +399,24 @@ mod tests {
             refused(consume(given.clone()), field);
         }
         refused(reserve_args(&json!({ "errors": "yes" })), "errors");
+        for n in [
+            json!(0),
+            json!(-1),
+            json!(1.5),
+            json!(268435457),
+            json!("8000"),
+        ] {
+            refused(
+                max_response_bytes(&json!({ "maxResponseBytes": n })),
+                "maxResponseBytes",
+            );
+        }
+        for n in [1, 1000, 268435456] {
+            assert_eq!(
+                max_response_bytes(&json!({ "maxResponseBytes": n })).unwrap(),
+                n
+            );
+        }
         // A token passed in the wrong field is never echoed back.
         let e = consume(json!({ "malformed": "secret-token-value" })).unwrap_err();
         assert!(!e.message().contains("secret-token-value"));

@@ -15,6 +15,9 @@ pub struct HttpRequest<'a> {
     pub timeout_ms: f64,
 }
 
+/// The longest answer read when the caller sets no limit (`maxResponseBytes`' default).
+pub const MAX_RESPONSE_BYTES: u32 = 8 << 20;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpResponse {
     pub status: u16,
@@ -33,6 +36,9 @@ pub enum TransportError {
         status: u16,
         location: Option<String>,
     },
+    /// The answer was longer than the limit (its `content-length` said so, or reading it went
+    /// past the limit and stopped there): nothing of it is handed over.
+    TooLarge,
 }
 
 /// Where a log message comes from, for structured loggers (the official SDK's
@@ -79,12 +85,31 @@ pub trait Platform: 'static {
     /// checks again); ends early with `ABORTED` when the signal fires.
     fn sleep(&self, ms: f64, signal: Option<&Self::Signal>) -> impl Future<Output = Result<()>>;
     fn aborted(&self, signal: &Self::Signal) -> bool;
-    /// One exchange: a POST of a JSON body, or a GET.
+    /// One exchange: a POST of a JSON body, or a GET; an answer longer than
+    /// [`MAX_RESPONSE_BYTES`] is [`TransportError::TooLarge`].
     fn send(
         &self,
         request: HttpRequest<'_>,
         signal: Option<&Self::Signal>,
     ) -> impl Future<Output = std::result::Result<HttpResponse, TransportError>>;
+    /// [`Platform::send`] with the answer limited to `max_bytes`: a longer one fails with
+    /// [`TransportError::TooLarge`], and the wasm build stops reading it at the limit. This
+    /// default, for platforms that hold whole answers anyway (the native tests'), checks the
+    /// length afterwards.
+    fn send_limited(
+        &self,
+        request: HttpRequest<'_>,
+        max_bytes: u32,
+        signal: Option<&Self::Signal>,
+    ) -> impl Future<Output = std::result::Result<HttpResponse, TransportError>> {
+        async move {
+            let answer = self.send(request, signal).await?;
+            if answer.body.len() > max_bytes as usize {
+                return Err(TransportError::TooLarge);
+            }
+            Ok(answer)
+        }
+    }
     /// The body as JSON text: a copy of `base`, then `args` set over it, then `auth_connector`
     /// (`connector`, when given) where that key is still absent, then `auth`.
     fn encode(

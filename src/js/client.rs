@@ -11,6 +11,7 @@ use crate::core::auth::{Auth, Refresher, Token};
 use crate::core::client::{Client, Config};
 use crate::core::error::{B24Error, Result};
 use crate::core::limiter::{RateLimit, ENTERPRISE, STANDARD};
+use crate::core::options::max_response_bytes;
 use crate::core::origin::Origin;
 use crate::core::time::MAX_DELAY_MS;
 use crate::core::validate;
@@ -67,6 +68,7 @@ pub fn config(opts: &JsValue, origin: Origin) -> Result<Config> {
         validate::connector(&c)?;
         cfg.connector = Some(c);
     }
+    cfg.max_response_bytes = max_response_bytes(opts)?;
     Ok(cfg)
 }
 

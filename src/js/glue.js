@@ -42,10 +42,11 @@ export function sleep(ms, signal) {
  * POSTs a JSON body (or GETs, when it is empty: the OAuth server's refresh) and reads the
  * answer as text: `[status, text]`, or for a redirect
  * `[status, null, location]` (status 0 and no location where the runtime hides them, as
- * browsers do). Redirects are never followed: the body carries the token. Rejects with
- * 'timeout', 'aborted' or 'network: why'.
+ * browsers do). Redirects are never followed: the body carries the token. An answer longer
+ * than `max` bytes (by its content-length, or as it is read) is not read further. Rejects with
+ * 'timeout', 'aborted', 'too large' or 'network: why'.
  */
-export function post(url, body, timeoutMs, signal) {
+export function post(url, body, timeoutMs, max, signal) {
   const controller = new AbortController();
   let timedOut = false;
   const timer = setTimeout(() => { timedOut = true; controller.abort(); }, clamp(timeoutMs));
@@ -54,7 +55,9 @@ export function post(url, body, timeoutMs, signal) {
     if (signal.aborted) controller.abort();
     else signal.addEventListener('abort', onAbort, { once: true });
   }
-  const done = () => { clearTimeout(timer); if (signal) signal.removeEventListener('abort', onAbort); };
+  // Aborting also drops the rest of an answer that was not read (a redirect's, a long one).
+  const done = () => { clearTimeout(timer); controller.abort(); if (signal) signal.removeEventListener('abort', onAbort); };
+  const big = 'too large';
   return fetch(url, {
     method: body ? 'POST' : 'GET',
     headers: { 'content-type': 'application/json' },
@@ -63,15 +66,24 @@ export function post(url, body, timeoutMs, signal) {
     credentials: 'omit',
     signal: controller.signal,
   })
-    .then((r) => {
+    .then(async (r) => {
       if (r.type === 'opaqueredirect' || (r.status >= 300 && r.status < 400)) {
-        controller.abort();
         return [r.status, null, r.headers.get('location')];
       }
-      return r.text().then((text) => [r.status, text]);
+      if (r.headers.get('content-length') > max) throw big;
+      let text = '', size = 0;
+      if (r.body) {
+        const reader = r.body.getReader(), utf8 = new TextDecoder();
+        for (let c; !(c = await reader.read()).done;) {
+          if ((size += c.value.length) > max) throw big;
+          text += utf8.decode(c.value, { stream: true });
+        }
+        text += utf8.decode();
+      }
+      return [r.status, text];
     })
     .catch((e) => {
-      throw timedOut ? 'timeout' : signal && signal.aborted ? 'aborted' : 'network: ' + ((e && e.message) || e);
+      throw e === big ? e : timedOut ? 'timeout' : signal && signal.aborted ? 'aborted' : 'network: ' + ((e && e.message) || e);
     })
     .finally(done);
 }

@@ -4,7 +4,9 @@
 use crate::core::args::{Arg, Body};
 use crate::core::error::{B24Error, Result};
 use crate::core::out::{Out, ToOut};
-use crate::core::platform::{Context, HttpRequest, HttpResponse, Level, Platform, TransportError};
+use crate::core::platform::{
+    Context, HttpRequest, HttpResponse, Level, Platform, TransportError, MAX_RESPONSE_BYTES,
+};
 use crate::transport;
 pub use crate::transport::{prop, put};
 use js_sys::{Array, Object, Reflect};
@@ -131,7 +133,21 @@ impl Platform for WebPlatform {
         request: HttpRequest<'_>,
         signal: Option<&AbortSignal>,
     ) -> std::result::Result<HttpResponse, TransportError> {
-        transport::post_json(request.url, request.body, request.timeout_ms, signal).await
+        self.send_limited(request, MAX_RESPONSE_BYTES, signal).await
+    }
+
+    async fn send_limited(
+        &self,
+        request: HttpRequest<'_>,
+        max_bytes: u32,
+        signal: Option<&AbortSignal>,
+    ) -> std::result::Result<HttpResponse, TransportError> {
+        let HttpRequest {
+            url,
+            body,
+            timeout_ms,
+        } = request;
+        transport::post_json(url, body, timeout_ms, max_bytes, signal).await
     }
 
     fn encode(&self, body: &Body<JsData>, connector: Option<&str>, auth: &str) -> Result<String> {

@@ -32,6 +32,9 @@ export interface ClientOptions {
   limits?: Limits;
   /** Per-request timeout in milliseconds (default 30000). */
   timeoutMs?: number;
+  /** The longest answer read, in bytes (default 8 MiB, at most 256 MiB): a longer one is
+   *  BAD_RESPONSE, and is not read past the limit. */
+  maxResponseBytes?: number;
   /** Retries after the first attempt (default 6). */
   retries?: number;
   /** Operating-time limit per method in seconds (default 480, the cloud limit). */

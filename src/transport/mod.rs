@@ -18,6 +18,7 @@ extern "C" {
         url: &str,
         body: String,
         timeout_ms: f64,
+        max_bytes: u32,
         signal: Option<&AbortSignal>,
     ) -> js_sys::Promise;
     #[wasm_bindgen(js_name = parseJson)]
@@ -71,18 +72,22 @@ pub async fn sleep(ms: f64, signal: Option<&AbortSignal>) -> bool {
 }
 
 /// POSTs `body` (JSON text) to `url`, or GETs it without a body (`None`, sent as an empty
-/// string: a JSON body never is), and reads the whole answer as text.
+/// string: a JSON body never is), and reads the answer as text: at most `max_bytes` of it,
+/// a longer one is not read further (and nothing of it crosses into the wasm).
 pub async fn post_json(
     url: &str,
     body: Option<String>,
     timeout_ms: f64,
+    max_bytes: u32,
     signal: Option<&AbortSignal>,
 ) -> Result<HttpResponse, TransportError> {
-    let answer = JsFuture::from(post(url, body.unwrap_or_default(), timeout_ms, signal))
+    let sent = post(url, body.unwrap_or_default(), timeout_ms, max_bytes, signal);
+    let answer = JsFuture::from(sent)
         .await
         .map_err(|e| match e.as_string().as_deref() {
             Some("timeout") => TransportError::Timeout,
             Some("aborted") => TransportError::Aborted,
+            Some("too large") => TransportError::TooLarge,
             // strip_prefix, not trim_start_matches: that one brought std's substring searcher
             // and its panic formatting into the wasm (5 KB gzip).
             Some(why) => {
