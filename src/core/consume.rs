@@ -198,6 +198,9 @@ pub struct Progress {
     pub timed_out: u64,
     /// Failures a polling consumer survived (each also went to `onError`).
     pub errors: u64,
+    /// Reservations of unknown owner (a lost answer's, another consumer's) seen at the last
+    /// sweep and not yet old enough to release: released at the sweep when the oldest is due.
+    pub waiting: u64,
     /// "empty" (nothing left to do), "aborted" (the signal), "stopped" (a fleet's graceful stop).
     pub stopped: &'static str,
 }
@@ -219,6 +222,19 @@ pub fn ensure_extended(features: &Features) -> Result<()> {
 /// a moved portal, a missing feature stop it.
 pub fn survivable(e: &B24Error) -> bool {
     e.retryable() || e.is(code::REFRESH_FAILED) || e.is(code::STORE_FAILED)
+}
+
+/// Whether a failed request may have run at the portal (and so reserved rows whose process id
+/// never arrived): its answer was lost after the request went out (a timeout, a dropped
+/// connection, a cut answer, a gateway that timed out waiting). A status that says the request
+/// was refused before it ran (a proxy's 502 or 503, a portal's error envelope) is a plain retry.
+pub fn may_have_run(e: &B24Error) -> bool {
+    match e.status {
+        0 => true,
+        504 => true,
+        s if (200..300).contains(&s) => e.is(code::BAD_RESPONSE),
+        _ => false,
+    }
 }
 
 /// How many rows a reservation takes when no `limit` is given (the portal's default).
@@ -265,6 +281,8 @@ pub struct Recovered<D> {
     pub released: u64,
     /// Reservations of unknown owner not yet old enough to count as stranded.
     pub young: usize,
+    /// When the oldest of those becomes old enough (this consumer's clock).
+    pub due_at: Option<f64>,
 }
 
 impl<P: Platform> Flow<'_, P> {
@@ -528,6 +546,7 @@ impl<P: Platform> Flow<'_, P> {
             batches: Vec::new(),
             released: 0,
             young: 0,
+            due_at: None,
         };
         let mut suspects = Vec::new();
         let mut pids: Vec<(String, Option<bool>)> = index
@@ -585,6 +604,8 @@ impl<P: Platform> Flow<'_, P> {
                     if !old {
                         suspects.push((pid.clone(), first));
                         out.young += 1;
+                        let due = first + self.hold_ms;
+                        out.due_at = Some(out.due_at.map_or(due, |d: f64| d.min(due)));
                     }
                     old
                 }
@@ -1022,18 +1043,31 @@ impl<P: Platform> Run<'_, P> {
                 Ok(step) => step,
                 Err(e) if e.is(code::ABORTED) => break Ok(()),
                 Err(e) if e.kind() == Kind::Transient => {
-                    // The portal may have reserved rows whose process id never reached us: a
-                    // sweep will find them. The acknowledgements are sent again on their own.
-                    self.lost.set(self.lost.get() + 1);
+                    // Only an answer lost after the request may have run can have reserved
+                    // rows whose process id never reached us: the sweep is brought forward to
+                    // find them. A refusal that says the method did not run is a plain retry.
+                    // Either way the drain goes on, and the acknowledgements are sent again on
+                    // their own.
+                    let lost = may_have_run(&e);
+                    if lost {
+                        self.lost.set(self.lost.get() + 1);
+                        self.next_sweep_at.set(self.platform().now_ms());
+                    }
                     failures += 1;
                     self.log(
                         Level::Warn,
                         &concat(&[
-                            "a reservation's answer was lost; a sweep will find its rows: ",
+                            if lost {
+                                "a reservation's answer was lost; a sweep will find its rows: "
+                            } else {
+                                "a reservation was refused before it ran; trying again: "
+                            },
                             &e.message(),
                         ]),
                         None,
                     );
+                    self.progress.borrow_mut().errors += 1;
+                    self.reporter.error(&e);
                     self.flush(&mut acks).await;
                     let delay = self
                         .flow
@@ -1126,9 +1160,9 @@ impl<P: Platform> Run<'_, P> {
         join(workers).await
     }
 
-    /// One look at unfinished reservations; hands over what it finds. Returns how many
-    /// reservations of unknown owner are not old enough yet, and whether it found any.
-    async fn recover_round(&self) -> Result<(usize, bool)> {
+    /// One look at unfinished reservations; hands over what it finds. Returns whether it found
+    /// any (how many of unknown owner are not old enough yet goes to `Progress::waiting`).
+    async fn recover_round(&self) -> Result<bool> {
         self.next_sweep_at
             .set(self.platform().now_ms() + self.sweep_every());
         let skip: Vec<String> = self
@@ -1139,6 +1173,14 @@ impl<P: Platform> Run<'_, P> {
             .cloned()
             .collect();
         let found = self.flow.recoverable(&skip, self.signal).await?;
+        // Reservations of unknown owner are looked at again when the oldest becomes stranded,
+        // not a whole sweep period later.
+        if let Some(due) = found.due_at {
+            if due < self.next_sweep_at.get() {
+                self.next_sweep_at.set(due);
+            }
+        }
+        self.progress.borrow_mut().waiting = found.young as u64;
         if found.released > 0 {
             self.progress.borrow_mut().released += found.released;
             self.report();
@@ -1149,7 +1191,7 @@ impl<P: Platform> Run<'_, P> {
                 break;
             }
         }
-        Ok((found.young, any))
+        Ok(any)
     }
 
     /// Recovers what is unfinished. When this run lost a reservation's answer, or when `settle`
@@ -1158,25 +1200,58 @@ impl<P: Platform> Run<'_, P> {
     /// error is not the only sign of a lost answer: a browser silently sends a request again
     /// when a reused connection drops before the answer starts, so a reservation can be made
     /// twice and the first one's process id never arrives (docs/reservations.md).
-    async fn recover(&self, settle: bool) -> Result<()> {
+    async fn recover(&self) -> Result<()> {
+        // Between looks, the queue is polled (from a second, doubling while idle).
+        let mut idle_wait = 1_000.0f64;
+        // (`waiting`: reservations of unknown owner, as the latest look counted them, whether
+        // made here or by a drain's sweep.)
+        let waiting = || self.progress.borrow().waiting;
         loop {
-            let (young, found) = self.recover_round().await?;
-            if (self.lost.get() == 0 && !settle) || self.aborted() {
+            let found = self.recover_round().await?;
+            if self.aborted() {
                 return Ok(());
             }
             // The sweep just made says whether rows of unknown owner are still waiting to
             // count as stranded; a round that found some goes round once more to be sure.
-            if !found && young == 0 {
+            if !found && waiting() == 0 {
                 self.lost.set(0);
                 return Ok(());
             }
-            if young > 0 {
-                let wait = (self.flow.hold_ms / 4.0).clamp(50.0, 30_000.0);
-                if self.platform().sleep(wait, self.signal).await.is_err() {
+            while waiting() > 0 && !self.aborted() {
+                // Waiting for them never stops the draining: free rows are taken meanwhile.
+                let before = self.progress.borrow().batches;
+                self.drain_all().await?;
+                if waiting() == 0 {
+                    // A sweep on the way settled them.
+                    self.lost.set(0);
+                    return Ok(());
+                }
+                let now = self.platform().now_ms();
+                if now >= self.next_sweep_at.get() {
+                    break;
+                }
+                idle_wait = if self.progress.borrow().batches == before {
+                    (idle_wait * 2.0).min(30_000.0)
+                } else {
+                    1_000.0
+                };
+                let wait = (self.next_sweep_at.get() - now).clamp(50.0, idle_wait);
+                if !self.pause(wait).await {
                     return Ok(());
                 }
             }
         }
+    }
+
+    /// Waits `ms`, or less: a `wake()` or a graceful stop (the alarm), or an abort, ends it.
+    /// Whether the run goes on.
+    async fn pause(&self, ms: f64) -> bool {
+        let sleep = self.platform().sleep(ms, self.signal);
+        let woken = match self.alarm {
+            Some(a) => race(sleep, a.rung()).await,
+            None => Either::Left(sleep.await),
+        };
+        !matches!(woken, Either::Left(Err(_))) && !self.aborted()
     }
 
     /// One cycle: a look at unfinished reservations when one is due, then the queues until
@@ -1187,15 +1262,24 @@ impl<P: Platform> Run<'_, P> {
         if self.platform().now_ms() >= self.next_sweep_at.get() {
             self.recover_round().await?;
         }
-        // A run that does not poll settles what it cannot account for before it ends.
+        // A run that does not poll settles what it cannot account for before it ends. A
+        // polling one never waits for it: its next sweep is brought forward to when the oldest
+        // unknown reservation becomes stranded, and it drains meanwhile.
         let settle = self.opts.poll.is_none();
         loop {
             self.drain_all().await?;
-            if (self.lost.get() == 0 && !settle) || self.aborted() {
+            if self.platform().now_ms() >= self.next_sweep_at.get() && !self.aborted() {
+                let found = self.recover_round().await?;
+                if found && self.opts.errors != ErrorPolicy::Skip {
+                    continue;
+                }
+            }
+            if !settle || self.aborted() {
+                self.lost.set(0);
                 return Ok(());
             }
             let released = self.progress.borrow().released;
-            self.recover(settle).await?;
+            self.recover().await?;
             // What that look released waits in the error queue: the drain takes it in this run.
             if self.opts.errors == ErrorPolicy::Skip
                 || self.aborted()
@@ -1275,7 +1359,13 @@ pub async fn consume<P: Platform>(
         } else {
             first
         };
-        let sleep = flow.queue.client.platform.sleep(delay, signal);
+        // No later than the next sweep that is due (a reservation of unknown owner stranded).
+        let until_sweep = run.next_sweep_at.get() - flow.queue.client.platform.now_ms();
+        let sleep = flow
+            .queue
+            .client
+            .platform
+            .sleep(delay.min(until_sweep.max(0.0)), signal);
         let woken = match alarm {
             Some(a) => race(sleep, a.rung()).await,
             None => Either::Left(sleep.await),

@@ -582,3 +582,145 @@ fn idle_polls_cost_one_request_whatever_the_concurrency() {
         "{seconds} s for 30 idle polls: more than one request a poll"
     );
 }
+
+/// Issue 19: a polling consumer whose drain request failed (its answer lost after the portal
+/// ran it, or refused before it ran while another consumer holds a reservation) keeps draining:
+/// changes made meanwhile are handled within a poll, not after a whole hold; what the lost
+/// answer reserved is released when it becomes stranded, and handled then; every error that
+/// passed reached the reporter; and stop ends the run at once.
+#[test]
+fn a_failed_drain_request_never_stops_a_polling_consumer() {
+    for fault in ["lost", "refused"] {
+        let failed_once = Rc::new(Cell::new(false));
+        let f2 = failed_once.clone();
+        let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
+            if batch_has(m, body, "event.offline.get") && !f2.get() {
+                f2.set(true);
+                if fault == "lost" {
+                    Net::Lose
+                } else {
+                    Net::Answer(502, "BAD_GATEWAY")
+                }
+            } else {
+                Net::Pass
+            }
+        })));
+        // Another consumer holds a reservation of its own (its journal is elsewhere).
+        world.trigger(100, 2);
+        let (other, _) = client(&world.fake, |cfg| cfg.rate = None);
+        let q = super::offline::Queue {
+            client: &other,
+            connector: None,
+        };
+        let held = block_on(q.get(&super::offline::GetArgs::default(), None)).unwrap();
+        assert_eq!(held.events.len(), 2);
+        world.trigger(1, 3);
+        let clock = world.fake.clock.clone();
+        let seen: Rc<RefCell<Vec<(String, f64)>>> = Rc::default();
+        let s2 = seen.clone();
+        let rec = Recorder::new(move |b, _| {
+            for e in &b.events {
+                let id = e.data["FIELDS"]["ID"].as_str().unwrap_or("").to_string();
+                s2.borrow_mut().push((id, clock.get()));
+            }
+            Outcome::Done
+        });
+        let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
+        let journal = Journal::new(memory(), "j".into());
+        let f = flow(&c, &journal, "mine");
+        let o = Options {
+            poll: Some((1_000.0, 5_000.0)),
+            ..opts(50.0)
+        };
+        let alarm = super::joint::Alarm::default();
+        let log = Rc::new(super::testworld::Log::default());
+        let changed_at = Cell::new(0.0);
+        let driver = async {
+            // The first drain request fails; then objects 4-8 change, and 1 again.
+            while !failed_once.get() {
+                world.fake.sleep(100.0, None).await.unwrap();
+            }
+            // Once the drain that failed has ended (its retry found nothing new).
+            world.fake.sleep(8_000.0, None).await.unwrap();
+            changed_at.set(world.fake.clock.get());
+            world.trigger(4, 5);
+            world.trigger(1, 1);
+            // Long enough for the lost reservation to become stranded and come back.
+            world.fake.sleep(HOLD_MS + 30_000.0, None).await.unwrap();
+            alarm.close();
+        };
+        let (handler, reporter) = (Shared2(rec.clone()), LogRef(log.clone()));
+        let run = consume(&f, &handler, &reporter, &o, None, Some(&alarm));
+        let (p, ()) = block_on(futures_util::future::join(run, driver));
+        let p = p.unwrap();
+        assert_eq!(p.stopped, "stopped", "{fault}");
+        let seen = seen.borrow().clone();
+        let at = |id: &str| {
+            seen.iter()
+                .find(|(i, t)| i == id && *t >= changed_at.get())
+                .map(|(_, t)| *t - changed_at.get())
+        };
+        for id in ["4", "5", "6", "7", "8"] {
+            let wait = at(id).unwrap_or_else(|| panic!("{fault}: {id} never handled: {seen:?}"));
+            assert!(
+                wait <= 5_000.0 + 1_000.0,
+                "{fault}: {id} waited {wait} ms (maxIdleDelay is 5 s): {seen:?}"
+            );
+        }
+        for id in ["1", "2", "3"] {
+            assert!(
+                seen.iter().any(|(i, _)| i == id),
+                "{fault}: {id} handled in the end: {seen:?}"
+            );
+        }
+        // The other consumer's live reservation is left alone until its hold is over.
+        assert!(log.errors.borrow().len() >= 1, "{fault}: the error reached the reporter");
+        assert!(p.errors >= 1);
+        let (_, reserved, _) = world.queue();
+        assert!(reserved <= 2, "{fault}: only the other consumer's rows may still be held");
+    }
+}
+
+/// Issue 19: a one-shot run waiting for its lost reservation to become stranded drains free
+/// rows meanwhile, and a graceful stop (or `wake()`) ends its wait at once.
+#[test]
+fn a_one_shot_run_drains_while_it_waits_and_stops_at_once() {
+    let lost = Rc::new(Cell::new(false));
+    let l2 = lost.clone();
+    let world = World::new(Rc::new(RefCell::new(move |m: &str, body: &Value| {
+        if reserves(m, body) && !l2.get() {
+            l2.set(true);
+            Net::Lose
+        } else {
+            Net::Pass
+        }
+    })));
+    world.trigger(1, 3);
+    let rec = Recorder::new(|_, _| Outcome::Done);
+    let (c, _) = client(&world.fake, |cfg| cfg.rate = None);
+    let journal = Journal::new(memory(), "j".into());
+    let f = flow(&c, &journal, "mine");
+    let alarm = super::joint::Alarm::default();
+    let start = world.fake.clock.get();
+    let driver = async {
+        while !lost.get() {
+            world.fake.sleep(100.0, None).await.unwrap();
+        }
+        world.fake.sleep(1_000.0, None).await.unwrap();
+        world.trigger(10, 4);
+        // While the run waits for the lost reservation, new changes are drained.
+        world.fake.sleep(20_000.0, None).await.unwrap();
+        alarm.close();
+    };
+    let (handler, reporter) = (Shared2(rec.clone()), LogRef(Rc::default()));
+    let once = opts(50.0);
+    let run = consume(&f, &handler, &reporter, &once, None, Some(&alarm));
+    let (p, ()) = block_on(futures_util::future::join(run, driver));
+    let p = p.unwrap();
+    assert_eq!(p.acked, 4, "the four free rows were drained while waiting");
+    assert_eq!(p.stopped, "stopped");
+    assert!(
+        world.fake.clock.get() - start < HOLD_MS,
+        "the stop ended the wait, not the hold"
+    );
+}

@@ -177,6 +177,7 @@ impl<D> ToOut<D> for Progress {
             ("malformed", n(self.malformed)),
             ("timedOut", n(self.timed_out)),
             ("errors", n(self.errors)),
+            ("waiting", n(self.waiting)),
             ("stopped", text(self.stopped)),
         ])
     }
