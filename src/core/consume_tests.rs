@@ -674,10 +674,16 @@ fn a_failed_drain_request_never_stops_a_polling_consumer() {
             );
         }
         // The other consumer's live reservation is left alone until its hold is over.
-        assert!(log.errors.borrow().len() >= 1, "{fault}: the error reached the reporter");
+        assert!(
+            !log.errors.borrow().is_empty(),
+            "{fault}: the error reached the reporter"
+        );
         assert!(p.errors >= 1);
         let (_, reserved, _) = world.queue();
-        assert!(reserved <= 2, "{fault}: only the other consumer's rows may still be held");
+        assert!(
+            reserved <= 2,
+            "{fault}: only the other consumer's rows may still be held"
+        );
     }
 }
 

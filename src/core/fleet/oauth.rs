@@ -624,7 +624,7 @@ impl<P: Platform + Clone> Refresher for PortalTokens<P> {
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use crate::core::fleet::store::MemoryFleetStore;
+    use crate::core::fleet::store::{Hooked, MemoryFleetStore};
     use crate::core::journal::Store;
     use crate::core::origin::Origin;
     use crate::core::platform::HttpResponse;
@@ -817,68 +817,32 @@ mod tests {
         assert_eq!(stored.moved_to.as_deref(), Some("new-name.bitrix24.com"));
     }
 
-    /// A memory store whose swaps fail while `fail_swaps` is above zero (a store write that
-    /// fails), and whose lease calls answer "held by another" once `steal_leases` is set.
-    #[derive(Default)]
+    /// A store whose swaps fail while `fail_swaps` is above zero (a store write that fails),
+    /// and whose lease calls answer "held by another" while `steal_leases` is set.
     struct Flaky {
-        inner: MemoryFleetStore,
-        fail_swaps: Cell<u32>,
-        steal_leases: Cell<bool>,
+        store: Rc<Hooked>,
+        fail_swaps: Rc<Cell<u32>>,
+        steal_leases: Rc<Cell<bool>>,
     }
 
-    impl Store for Flaky {
-        fn get(&self, key: &str) -> LocalBoxFuture<'static, Result<Option<String>>> {
-            self.inner.get(key)
-        }
-        fn set(&self, key: &str, value: String) -> LocalBoxFuture<'static, Result<()>> {
-            self.inner.set(key, value)
-        }
-        fn delete(&self, key: &str) -> LocalBoxFuture<'static, Result<()>> {
-            self.inner.delete(key)
-        }
-    }
-
-    impl FleetStore for Flaky {
-        fn swap(
-            &self,
-            key: &str,
-            expected: Option<&str>,
-            value: Option<String>,
-        ) -> LocalBoxFuture<'static, Result<bool>> {
-            if self.fail_swaps.get() > 0 {
-                self.fail_swaps.set(self.fail_swaps.get() - 1);
-                return Box::pin(async {
+    impl Flaky {
+        fn new() -> Flaky {
+            let store = Rc::new(Hooked::default());
+            let (fail_swaps, steal_leases) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(false)));
+            let f = fail_swaps.clone();
+            *store.on_swap.borrow_mut() = Some(Box::new(move |_, _, _| {
+                (f.get() > 0).then(|| {
+                    f.set(f.get() - 1);
                     Err(B24Error::new(code::STORE_FAILED, "the store failed once"))
-                });
+                })
+            }));
+            let s = steal_leases.clone();
+            *store.on_lease.borrow_mut() = Some(Box::new(move |_| s.get().then_some(None)));
+            Flaky {
+                store,
+                fail_swaps,
+                steal_leases,
             }
-            self.inner.swap(key, expected, value)
-        }
-        fn lease(
-            &self,
-            name: &str,
-            owner: &str,
-            ttl_ms: f64,
-            now_ms: f64,
-        ) -> LocalBoxFuture<'static, Result<Option<u64>>> {
-            if self.steal_leases.get() {
-                return Box::pin(async { Ok(None) });
-            }
-            self.inner.lease(name, owner, ttl_ms, now_ms)
-        }
-        fn fenced(
-            &self,
-            name: &str,
-            fence: u64,
-            key: &str,
-            value: Option<String>,
-        ) -> LocalBoxFuture<'static, Result<bool>> {
-            self.inner.fenced(name, fence, key, value)
-        }
-        fn release(&self, name: &str, owner: &str) -> LocalBoxFuture<'static, Result<()>> {
-            self.inner.release(name, owner)
-        }
-        fn keys(&self, prefix: &str) -> LocalBoxFuture<'static, Result<Vec<String>>> {
-            self.inner.keys(prefix)
         }
     }
 
@@ -947,11 +911,12 @@ mod tests {
     fn a_pair_whose_write_failed_is_used_and_written_later_never_lost() {
         let latest = Rc::new(Cell::new(0));
         let fake = chain(latest.clone());
-        let store = Rc::new(Flaky::default());
+        let flaky = Flaky::new();
+        let store = flaky.store.clone();
         seeded(&*store);
         let t = tokens(&fake, store.clone(), "w1", 5000.0);
         // Every swap fails for a while.
-        store.fail_swaps.set(10_000);
+        flaky.fail_swaps.set(10_000);
         assert_eq!(block_on(t.renew()).unwrap().access, "a1");
         assert!(t.unsaved());
         assert_eq!(stored(&*store).refresh_token, "r0", "not written yet");
@@ -978,7 +943,7 @@ mod tests {
         assert_eq!(block_on(t.renew()).unwrap().access, "a2");
         assert_eq!(latest.get(), 2);
         // The store is back: the scan's flush writes the newest pair.
-        store.fail_swaps.set(0);
+        flaky.fail_swaps.set(0);
         assert!(block_on(t.flush()).unwrap());
         assert!(!t.unsaved());
         let r = stored(&*store);
@@ -1035,22 +1000,21 @@ mod tests {
     fn invalid_grant_stops_only_while_no_other_exchange_can_be_in_flight() {
         let latest = Rc::new(Cell::new(5));
         let fake = chain(latest.clone());
-        let store = Rc::new(Flaky::default());
+        let flaky = Flaky::new();
+        let store = flaky.store.clone();
         seeded(&*store);
         let t = tokens(&fake, store.clone(), "w1", 5000.0);
-        store.steal_leases.set(false);
         // The lease is taken, then "another holds it" when re-checked after invalid_grant.
-        let fake2 = fake.clone();
-        let s2 = store.clone();
-        *fake2.latency.borrow_mut() = Box::new(move |_| {
-            s2.steal_leases.set(true);
+        let steal = flaky.steal_leases.clone();
+        *fake.latency.borrow_mut() = Box::new(move |_| {
+            steal.set(true);
             0.0
         });
         let e = block_on(t.renew()).unwrap_err();
         assert_eq!(e.code, code::REFRESH_FAILED, "{e:?}");
         assert_eq!(stored(&*store).stopped, None, "not stopped");
         // Now a stop that a racing exchange caused is cleared by the pair that exchange saves.
-        store.steal_leases.set(false);
+        flaky.steal_leases.set(false);
         *fake.latency.borrow_mut() = Box::new(|_| 0.0);
         latest.set(0);
         let key = record_key("t/", MEMBER);
@@ -1062,9 +1026,9 @@ mod tests {
         let fresh = tokens(&fake, store.clone(), "w3", 5000.0);
         // Its exchange succeeds, its write fails; meanwhile a racing worker's stop lands over r0
         // (and takes the portal out of the live list).
-        store.fail_swaps.set(10_000);
+        flaky.fail_swaps.set(10_000);
         assert_eq!(block_on(fresh.renew()).unwrap().access, "a1");
-        store.fail_swaps.set(0);
+        flaky.fail_swaps.set(0);
         block_on(store.set(&key, stopped.to_text())).unwrap();
         block_on(store.delete(&live_key("t/", MEMBER))).unwrap();
         // The write, retried, lands over r0 and clears that stop: the portal is live again.

@@ -221,6 +221,80 @@ impl Store for Fenced {
     }
 }
 
+/// A memory store whose `swap` and `lease` a test can intercept (a store write that fails, a
+/// concurrent writer, a lease that passed to another): a hook answers in the store's place, or
+/// `None` to let the store act.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+#[derive(Default)]
+pub struct Hooked {
+    pub inner: Rc<MemoryFleetStore>,
+    #[allow(clippy::type_complexity)]
+    pub on_swap: RefCell<
+        Option<Box<dyn FnMut(&MemoryFleetStore, &str, &Option<String>) -> Option<Result<bool>>>>,
+    >,
+    #[allow(clippy::type_complexity)]
+    pub on_lease: RefCell<Option<Box<dyn FnMut(&str) -> Option<Option<u64>>>>>,
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+impl Store for Hooked {
+    fn get(&self, key: &str) -> LocalBoxFuture<'static, Result<Option<String>>> {
+        self.inner.get(key)
+    }
+    fn set(&self, key: &str, value: String) -> LocalBoxFuture<'static, Result<()>> {
+        self.inner.set(key, value)
+    }
+    fn delete(&self, key: &str) -> LocalBoxFuture<'static, Result<()>> {
+        self.inner.delete(key)
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+impl FleetStore for Hooked {
+    fn swap(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, Result<bool>> {
+        if let Some(hook) = self.on_swap.borrow_mut().as_mut() {
+            if let Some(answer) = hook(&self.inner, key, &value) {
+                return Box::pin(async move { answer });
+            }
+        }
+        self.inner.swap(key, expected, value)
+    }
+    fn lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: f64,
+        now_ms: f64,
+    ) -> LocalBoxFuture<'static, Result<Option<u64>>> {
+        if let Some(hook) = self.on_lease.borrow_mut().as_mut() {
+            if let Some(answer) = hook(name) {
+                return done(answer);
+            }
+        }
+        self.inner.lease(name, owner, ttl_ms, now_ms)
+    }
+    fn fenced(
+        &self,
+        name: &str,
+        fence: u64,
+        key: &str,
+        value: Option<String>,
+    ) -> LocalBoxFuture<'static, Result<bool>> {
+        self.inner.fenced(name, fence, key, value)
+    }
+    fn release(&self, name: &str, owner: &str) -> LocalBoxFuture<'static, Result<()>> {
+        self.inner.release(name, owner)
+    }
+    fn keys(&self, prefix: &str) -> LocalBoxFuture<'static, Result<Vec<String>>> {
+        self.inner.keys(prefix)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1530,92 +1530,28 @@ fn page_then_event_bind_before_store_plans_kept_endpoints_normalised() {
     assert_eq!(r.server_endpoint, "https://oauth.bitrix.info/rest/");
 }
 
-/// A store that changes a portal's record (as a concurrent `setPlan` would) just before the
-/// first attempt to delete it.
-struct Meddler {
-    inner: Rc<MemoryFleetStore>,
-    meddled: Cell<bool>,
-}
-
-impl crate::core::journal::Store for Meddler {
-    fn get(
-        &self,
-        key: &str,
-    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<String>>> {
-        self.inner.get(key)
-    }
-    fn set(
-        &self,
-        key: &str,
-        value: String,
-    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
-        self.inner.set(key, value)
-    }
-    fn delete(&self, key: &str) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
-        self.inner.delete(key)
-    }
-}
-
-impl crate::core::fleet::store::FleetStore for Meddler {
-    fn swap(
-        &self,
-        key: &str,
-        expected: Option<&str>,
-        value: Option<String>,
-    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
-        use crate::core::fleet::record::Record;
-        if value.is_none() && key.contains("portal/") && !self.meddled.get() {
-            self.meddled.set(true);
-            let current = block_on(self.inner.get(key)).unwrap().unwrap();
-            let mut r = Record::from_text(&current).unwrap();
-            r.plan = Some(crate::core::limiter::ENTERPRISE);
-            block_on(self.inner.set(key, r.to_text())).unwrap();
-        }
-        self.inner.swap(key, expected, value)
-    }
-    fn lease(
-        &self,
-        name: &str,
-        owner: &str,
-        ttl_ms: f64,
-        now_ms: f64,
-    ) -> LocalBoxFuture<'static, crate::core::error::Result<Option<u64>>> {
-        self.inner.lease(name, owner, ttl_ms, now_ms)
-    }
-    fn fenced(
-        &self,
-        name: &str,
-        fence: u64,
-        key: &str,
-        value: Option<String>,
-    ) -> LocalBoxFuture<'static, crate::core::error::Result<bool>> {
-        self.inner.fenced(name, fence, key, value)
-    }
-    fn release(
-        &self,
-        name: &str,
-        owner: &str,
-    ) -> LocalBoxFuture<'static, crate::core::error::Result<()>> {
-        self.inner.release(name, owner)
-    }
-    fn keys(
-        &self,
-        prefix: &str,
-    ) -> LocalBoxFuture<'static, crate::core::error::Result<Vec<String>>> {
-        self.inner.keys(prefix)
-    }
-}
-
 /// Issue 18, case 8: an uninstall racing a change of the record still deletes it, and the
 /// journal goes under the portal's lease (a new fence: the old holder's writes are refused).
 #[test]
 fn uninstall_resolves_only_when_record_and_journal_are_gone() {
     let world = Portals::new(1);
-    let memory = Rc::new(MemoryFleetStore::default());
-    let store = Rc::new(Meddler {
-        inner: memory.clone(),
-        meddled: Cell::new(false),
-    });
+    // The store changes the record (as a concurrent `setPlan` would) just before the first
+    // attempt to delete it.
+    let store = Rc::new(crate::core::fleet::store::Hooked::default());
+    let memory = store.inner.clone();
+    let meddled = Rc::new(Cell::new(false));
+    let m = meddled.clone();
+    *store.on_swap.borrow_mut() = Some(Box::new(move |inner, key, value| {
+        use crate::core::fleet::record::Record;
+        if value.is_none() && key.contains("portal/") && !m.get() {
+            m.set(true);
+            let current = block_on(inner.get(key)).unwrap().unwrap();
+            let mut r = Record::from_text(&current).unwrap();
+            r.plan = Some(crate::core::limiter::ENTERPRISE);
+            block_on(inner.set(key, r.to_text())).unwrap();
+        }
+        None
+    }));
     let fleet = Fleet::new(world.fake.clone(), store.clone(), world.settings("w1"));
     let p0 = world.portals[0].member_id.clone();
     block_on(fleet.install(&world.install_event(0))).unwrap();
@@ -1644,10 +1580,7 @@ fn uninstall_resolves_only_when_record_and_journal_are_gone() {
         holder,
     ));
     assert_eq!(out.unwrap(), p0);
-    assert!(
-        store.meddled.get(),
-        "the record changed under the first delete"
-    );
+    assert!(meddled.get(), "the record changed under the first delete");
     assert!(
         keys_under(&*memory, "t/").iter().all(|k| !k.contains(&p0)),
         "{:?}",
