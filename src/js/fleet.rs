@@ -70,6 +70,8 @@ export interface FleetOptions extends Omit<ConsumeOptions, 'poll' | 'signal' | '
   scanMs?: number;
   /** REST and OAuth request timeout (default 30000 ms). */
   timeoutMs?: number;
+  /** The longest answer read from a portal (default 8 MiB): longer is BAD_RESPONSE. */
+  maxResponseBytes?: number;
   /** Every portal's request-rate limiter (default 'standard'). */
   plan?: 'standard' | 'enterprise' | { burst: number; drainPerSec: number };
   /** Hosts (or '*.' suffixes) of the portals the app serves; default: any. */

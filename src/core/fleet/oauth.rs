@@ -226,6 +226,9 @@ fn portal_of(endpoint: &str, allow_http: bool) -> Option<Origin> {
     Origin::parse(base, allow_http).ok()
 }
 
+/// The longest answer read from an OAuth server (its answers are a few hundred bytes).
+const MAX_OAUTH_ANSWER_BYTES: u32 = 64 * 1024;
+
 /// One exchange of `refresh` at the OAuth server `oauth` (already checked against the trust),
 /// as documented: `GET /oauth/token/?grant_type=refresh_token&client_id&client_secret
 /// &refresh_token`, no redirect followed.
@@ -247,17 +250,19 @@ pub async fn exchange<P: Platform>(
     url.push_str("&refresh_token=");
     url_encode(&mut url, refresh);
     let answer = platform
-        .send(
+        .send_limited(
             HttpRequest {
                 url: &url,
                 body: None,
                 timeout_ms,
             },
+            MAX_OAUTH_ANSWER_BYTES,
             None,
         )
         .await
         .map_err(|e| match e {
             TransportError::Timeout => failed("the OAuth server did not answer in time"),
+            TransportError::TooLarge => failed("the OAuth server's answer is over 64 KiB"),
             TransportError::Redirect { .. } => {
                 failed("the OAuth server answered with a redirect (not followed)")
             }
@@ -758,6 +763,13 @@ mod tests {
             (
                 Err(crate::core::platform::TransportError::Timeout),
                 "no answer",
+            ),
+            (
+                Ok(HttpResponse {
+                    status: 200,
+                    body: format!("{{\"access_token\":\"{}\"}}", "a".repeat(70_000)),
+                }),
+                "an answer over 64 KiB",
             ),
         ] {
             let (out, sent, stored) = renew_with("https://oauth.bitrix.info/rest/", answer);

@@ -43,6 +43,8 @@ pub struct Settings {
     pub install_rate: RateLimit,
     /// The most live portals the fleet takes; an install beyond is refused.
     pub max_portals: usize,
+    /// The longest answer read from a portal (`maxResponseBytes`).
+    pub max_response_bytes: u32,
 }
 
 /// The default `installRate`: 20 unproven installs at once, then one a second.
@@ -253,6 +255,7 @@ impl Settings {
             holds,
             install_rate: install_rate(given)?,
             max_portals,
+            max_response_bytes: super::super::options::max_response_bytes(given)?,
         })
     }
 }

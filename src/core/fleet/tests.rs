@@ -245,6 +245,7 @@ impl Portals {
                 drain_per_sec: 100.0,
             },
             max_portals: 100_000,
+            max_response_bytes: 8 << 20,
         }
     }
 }

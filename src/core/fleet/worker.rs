@@ -171,6 +171,7 @@ impl<P: Platform + Clone> Fleet<P> {
         let s = &me.settings;
         let mut config = Config::new(record.origin.clone());
         config.timeout_ms = s.timeout_ms;
+        config.max_response_bytes = s.max_response_bytes;
         config.rate = Some(record.plan.unwrap_or(s.plan));
         config.connector = s.connector.clone();
         let tokens = PortalTokens::new(
