@@ -268,6 +268,11 @@ pub struct Flow<'a, P: Platform> {
     /// How long a reservation is held before others may take it over, and how long one of
     /// unknown owner must have been seen reserved to count as stranded (`strandedAfterMs`).
     pub hold_ms: f64,
+    /// How long a reservation nobody here journaled must have been seen reserved before it
+    /// counts as stranded: `hold_ms` where other consumers may hold live reservations of their
+    /// own; shorter in the fleet, where the lease holder is the portal's only consumer and every
+    /// journal write is fenced, so such a reservation is a lost answer or an earlier holder's.
+    pub unknown_ms: f64,
     /// How long handing one batch over and settling it may take (the handler timeout and two
     /// request timeouts): a reservation is handed over only while this much of its hold is left.
     pub handle_ms: f64,
@@ -600,11 +605,11 @@ impl<P: Platform> Flow<'_, P> {
                         .find(|(p, _)| *p == pid)
                         .map(|(_, t)| *t)
                         .unwrap_or(now);
-                    let old = now - first >= self.hold_ms;
+                    let old = now - first >= self.unknown_ms;
                     if !old {
                         suspects.push((pid.clone(), first));
                         out.young += 1;
-                        let due = first + self.hold_ms;
+                        let due = first + self.unknown_ms;
                         out.due_at = Some(out.due_at.map_or(due, |d: f64| d.min(due)));
                     }
                     old

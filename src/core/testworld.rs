@@ -323,6 +323,7 @@ pub(crate) fn flow<'a>(
         signed: true,
         liveness: None,
         hold_ms: HOLD_MS,
+        unknown_ms: HOLD_MS,
         handle_ms: 1_000.0,
     }
 }

@@ -148,6 +148,7 @@ impl Parts {
             signed: self.alive.held(),
             liveness: Some(&LIVENESS),
             hold_ms: holds.hold_ms,
+            unknown_ms: holds.hold_ms,
             handle_ms: holds.handle_ms(self.client.config.timeout_ms),
         }
     }

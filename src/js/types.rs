@@ -322,8 +322,11 @@ export interface ConsumeProgress {
   malformed: number;
   /** Batches whose handler did not settle within handlerTimeoutMs. */
   timedOut: number;
-  /** Failures a polling consumer went on after (see onError). */
+  /** Failures a consumer went on after (each also went to onError). */
   errors: number;
+  /** Reservations of unknown owner (a lost answer's, another consumer's) waiting to count as
+   *  stranded; released at the sweep due when the oldest does. */
+  waiting: number;
 }
 export interface ConsumeSummary extends ConsumeProgress { stopped: 'empty' | 'aborted' | 'stopped' }
 

@@ -40,6 +40,8 @@ struct Portals {
     exchanges: Rc<RefCell<BTreeMap<usize, u32>>>,
     /// Portals (host) that answer every REST call with a redirect to this location.
     redirects: Rc<RefCell<BTreeMap<String, String>>>,
+    /// Drain steps (a `batch` that reserves) whose answer is lost after the portal ran them.
+    lose_steps: Rc<Cell<u32>>,
 }
 
 impl Portals {
@@ -60,6 +62,8 @@ impl Portals {
         let exchanges: Rc<RefCell<BTreeMap<usize, u32>>> = Rc::default();
         let redirects: Rc<RefCell<BTreeMap<String, String>>> = Rc::default();
         let (all, counted, moved) = (portals.clone(), exchanges.clone(), redirects.clone());
+        let lose_steps: Rc<Cell<u32>> = Rc::default();
+        let lose = lose_steps.clone();
         let fake = Fake::routed(move |url, method, body, _| {
             let host = url.split('/').nth(2).unwrap_or("");
             if let Some(to) = moved.borrow().get(host) {
@@ -123,6 +127,13 @@ impl Portals {
                     https: true,
                 },
             );
+            if method == "batch" && body.to_string().contains("event.offline.get") && lose.get() > 0
+            {
+                lose.set(lose.get() - 1);
+                return Err(crate::core::platform::TransportError::Network(
+                    "connection reset".into(),
+                ));
+            }
             Ok(HttpResponse {
                 status,
                 body: v.to_string(),
@@ -133,6 +144,7 @@ impl Portals {
             fake,
             exchanges,
             redirects,
+            lose_steps,
         }
     }
 
@@ -1645,4 +1657,43 @@ fn stopped_portals_leave_the_scan() {
     world.portals[0].lock().health.deleted = false;
     block_on(fleet.install(&world.install_event(0))).unwrap();
     assert_eq!(keys_under(&*store, "t/live/").len(), 2);
+}
+
+/// Issue 19: in the fleet, where the lease holder is a portal's only consumer, a reservation
+/// whose answer was lost comes back within the lease plus a request timeout (plus a poll), not
+/// after the whole hold.
+#[test]
+fn a_lost_drain_answer_costs_a_fleet_portal_a_lease_not_a_hold() {
+    let world = Portals::new(1);
+    let store = Rc::new(MemoryFleetStore::default());
+    let mut settings = world.settings("w1");
+    settings.holds.hold_ms = 600_000.0;
+    let fleet = Fleet::new(world.fake.clone(), store.clone(), settings);
+    block_on(fleet.install(&world.install_event(0))).unwrap();
+    world.changes(0, 1, 3);
+    world.lose_steps.set(1);
+    let seen = Rc::new(Seen::default());
+    let r = recorder(&seen, "w1", &world.fake);
+    let start = world.fake.now_ms();
+    let done_at = Cell::new(0.0);
+    let driver = async {
+        until(&world.fake, &[&fleet], 600_000.0, || {
+            let done = handled(&seen) == 3;
+            if done && done_at.get() == 0.0 {
+                done_at.set(world.fake.now_ms());
+            }
+            done
+        })
+        .await;
+    };
+    block_on(futures_util::future::join(fleet.run(r.clone(), r), driver));
+    assert_eq!(world.lose_steps.get(), 0, "the answer was lost");
+    assert_eq!(handled(&seen), 3);
+    let took = done_at.get() - start;
+    // Lease 30 s + timeout 10 s, then the sweep it is due at (a poll at most 30 s apart).
+    assert!(
+        took <= 30_000.0 + 10_000.0 + 31_000.0,
+        "took {took} ms (hold 600 s)"
+    );
+    assert_eq!(world.left(0), (0, 0));
 }

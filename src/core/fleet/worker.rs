@@ -817,6 +817,10 @@ impl<P: Platform + Clone> Fleet<P> {
             signed: false,
             liveness: None,
             hold_ms: s.holds.hold_ms,
+            // The lease holder is the portal's only consumer: a reservation nobody journaled is
+            // its own lost answer or an earlier holder's (fenced out, or dead). Released once
+            // an earlier holder's lease has surely run out and a late answer surely timed out.
+            unknown_ms: (s.lease_ms + s.timeout_ms).min(s.holds.hold_ms),
             handle_ms: s.holds.handle_ms(s.timeout_ms),
         };
         let gated = Gated {
