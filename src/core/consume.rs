@@ -248,6 +248,11 @@ const RESELECT_LIMIT: f64 = 5000.0;
 /// releases it). `None` where it cannot tell.
 pub trait Liveness {
     fn alive(&self) -> LocalBoxFuture<'static, Option<Vec<String>>>;
+    /// Whether `owner` is surely gone (Node: its id names a process of this host that no
+    /// longer runs), where [`Liveness::alive`] cannot list who lives.
+    fn gone(&self, _owner: &str) -> bool {
+        false
+    }
 }
 
 /// The reservation operations, with the journal kept in step.
@@ -582,10 +587,10 @@ impl<P: Platform> Flow<'_, P> {
             let stranded = match &entry {
                 Some(e) => {
                     let dead = e.signed
-                        && live
-                            .as_ref()
-                            .map(|l| !l.contains(&e.owner))
-                            .unwrap_or(false);
+                        && match &live {
+                            Some(l) => !l.contains(&e.owner),
+                            None => self.liveness.is_some_and(|l| l.gone(&e.owner)),
+                        };
                     let mine = e.owner == self.owner || (self.locked && (e.locked || dead));
                     if mine && (e.error || now + self.handle_ms < e.hold_until_ms) {
                         let batch = self.claim(&pid, e.error, Some(e), signal).await?;

@@ -261,7 +261,10 @@ impl Bitrix24 {
             };
             let owner = match opt_str(&opts, "consumerId")? {
                 Some(id) => validate::consumer_id(&id).map(|_| id)?,
-                None => crate::core::frame::callback_id(js_sys::Math::random(), 0),
+                None => super::platform::owner_id(&crate::core::frame::callback_id(
+                    js_sys::Math::random(),
+                    0,
+                )),
             };
             let store = field(&opts, "store");
             // Check the store now rather than at the first reservation.

@@ -42,6 +42,8 @@ extern "C" {
     fn hold_alive(name: &str) -> JsValue;
     #[wasm_bindgen(js_name = liveOwners)]
     fn live_owners(prefix: &str) -> Promise;
+    #[wasm_bindgen(js_name = ownerGone)]
+    fn owner_gone(owner: &str) -> bool;
 }
 
 /// Names of the Web Locks that are consumers' signs of life.
@@ -75,6 +77,10 @@ impl Drop for Alive {
 struct JsLiveness;
 
 impl Liveness for JsLiveness {
+    fn gone(&self, owner: &str) -> bool {
+        owner_gone(owner)
+    }
+
     fn alive(&self) -> LocalBoxFuture<'static, Option<Vec<String>>> {
         let p = live_owners(ALIVE);
         Box::pin(async move {

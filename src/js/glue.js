@@ -119,13 +119,38 @@ export function asyncIterable(next) {
 
 const locksApi = () => (typeof navigator !== 'undefined' && navigator.locks) || undefined;
 
+/** Node's process and host name (undefined in browsers): a Node consumer's id names them, so
+ *  that a consumer restarted on the same journal knows its predecessor's process is gone. */
+const node = () => {
+  const p = globalThis.process;
+  const os = p && p.pid && p.getBuiltinModule && p.getBuiltinModule('node:os');
+  return os ? { p, host: os.hostname() } : undefined;
+};
+
+/** A new consumer id: `rand` in browsers; `p<pid>@<host>.rand` in Node. */
+export function ownerId(rand) {
+  const n = node();
+  return n ? `p${n.p.pid}@${n.host}.${rand}` : rand;
+}
+
+/** Whether the consumer `owner` is surely gone: its id names a process of this host that no
+ *  longer runs (never this process itself; anything it cannot tell is alive). */
+export function ownerGone(owner) {
+  const n = node();
+  const m = /^p(\d+)@(.+)\.[^.]+$/.exec(owner);
+  if (!n || !m || m[2] !== n.host || +m[1] === n.p.pid) return false;
+  try { n.p.kill(+m[1], 0); return false; } catch (e) { return e.code === 'ESRCH'; }
+}
+
 /**
  * A queue object's sign of life for other tabs: holds the Web Lock `name` until `release()`
  * (or until the page goes away). `held` turns true once the lock is granted; it stays false
  * where Web Locks are missing or refused.
  */
 export function holdAlive(name) {
-  const sign = { held: false, release() {} };
+  // In Node the process is the sign of life (see ownerGone), for ids that name it.
+  const n = node();
+  const sign = { held: !!n && name.includes(`/p${n.p.pid}@${n.host}.`), release() {} };
   const locks = locksApi();
   if (!locks || typeof locks.request !== 'function') return sign;
   const gone = new Promise((resolve) => { sign.release = resolve; });

@@ -30,6 +30,10 @@ extern "C" {
         method: &str,
         process_id: &str,
     );
+    /// A new consumer id from a random one: in Node it names the process and host, so that a
+    /// restarted consumer knows its predecessor is gone (glue.js `ownerGone`).
+    #[wasm_bindgen(js_name = ownerId)]
+    pub fn owner_id(rand: &str) -> String;
 }
 
 #[derive(Clone)]

@@ -167,8 +167,10 @@ export interface QueueOptions {
   store?: 'local' | 'memory' | JournalStore;
   /** Key of the journal in the store (default: per portal, app and connector). */
   storeKey?: string;
-  /** This consumer's id in the journal (default: random per queue object). Give a stable,
-   *  unique one to a worker whose store outlives it, so that after a restart it takes its own
+  /** This consumer's id in the journal (default: random per queue object; in Node it also
+   *  names the process and host, so that a process restarted on the same journal and host
+   *  takes what its dead predecessor held back at once). Give a stable, unique one to a worker
+   *  whose journal is shared across hosts, so that after a restart it takes its own
    *  reservations back at once. */
   consumerId?: string;
 }

@@ -857,6 +857,20 @@ impl<P: Platform + Clone> Fleet<P> {
                 }
             }
         }
+        // An uninstall revokes the tokens before its POST arrives: a drain that meets a refused
+        // token first waits a moment for it (the uninstall closes the drain's alarm), and a
+        // portal whose record is gone was uninstalled, which is no error.
+        if stop_error.as_ref().is_some_and(|e| {
+            e.is(code::INVALID_TOKEN) || e.is(code::NO_AUTH_FOUND) || e.is(code::PORTAL_STOPPED)
+        }) {
+            if !portal.alarm.closed() {
+                let wait = me.platform.sleep(s.scan_ms.min(5_000.0), None);
+                let _ = race(wait, portal.alarm.until_closed()).await;
+            }
+            if let Ok(None) = read_record(&*me.store, &record_key(&s.prefix, &member)).await {
+                stop_error = None;
+            }
+        }
         if let Some(e) = &stop_error {
             *portal.last_error.borrow_mut() = Some(e.clone());
             // Kept in the store, so that no worker takes the portal up again until a new install.
