@@ -689,8 +689,6 @@ struct Run<'a, P: Platform> {
     busy: RefCell<Vec<String>>,
     /// Process ids handled in this cycle: not handed over again before the next one.
     handled: RefCell<Vec<String>>,
-    /// Reservations whose answer was lost (their rows are reserved under an unknown id).
-    lost: Cell<u32>,
     /// When the next look for stranded reservations is due during a long drain.
     next_sweep_at: Cell<f64>,
     sweeping: Cell<bool>,
@@ -1060,7 +1058,6 @@ impl<P: Platform> Run<'_, P> {
                     // their own.
                     let lost = may_have_run(&e);
                     if lost {
-                        self.lost.set(self.lost.get() + 1);
                         self.next_sweep_at.set(self.platform().now_ms());
                     }
                     failures += 1;
@@ -1204,9 +1201,9 @@ impl<P: Platform> Run<'_, P> {
         Ok(any)
     }
 
-    /// Recovers what is unfinished. When this run lost a reservation's answer, or when `settle`
-    /// (the end of a run that does not poll), waits until every reservation of unknown owner
-    /// has settled or counts as stranded, so that the run does not end leaving one behind. An
+    /// Recovers what is unfinished at the end of a run that does not poll: waits until every
+    /// reservation of unknown owner has settled or counts as stranded, draining meanwhile, so
+    /// that the run does not end leaving one behind. An
     /// error is not the only sign of a lost answer: a browser silently sends a request again
     /// when a reused connection drops before the answer starts, so a reservation can be made
     /// twice and the first one's process id never arrives (docs/reservations.md).
@@ -1224,7 +1221,6 @@ impl<P: Platform> Run<'_, P> {
             // The sweep just made says whether rows of unknown owner are still waiting to
             // count as stranded; a round that found some goes round once more to be sure.
             if !found && waiting() == 0 {
-                self.lost.set(0);
                 return Ok(());
             }
             while waiting() > 0 && !self.aborted() {
@@ -1233,7 +1229,6 @@ impl<P: Platform> Run<'_, P> {
                 self.drain_all().await?;
                 if waiting() == 0 {
                     // A sweep on the way settled them.
-                    self.lost.set(0);
                     return Ok(());
                 }
                 let now = self.platform().now_ms();
@@ -1265,9 +1260,10 @@ impl<P: Platform> Run<'_, P> {
     }
 
     /// One cycle: a look at unfinished reservations when one is due, then the queues until
-    /// they are empty; when this run lost a reservation's answer, or does not poll, until
-    /// every reservation of unknown owner is found too (and what it released, through the
-    /// error queue). An idle cycle of a polling consumer is one request.
+    /// they are empty, and a look when one became due meanwhile (a lost answer brings it
+    /// forward); a run that does not poll also waits until every reservation of unknown owner
+    /// is found (and what it released, through the error queue). An idle cycle of a polling
+    /// consumer is one request.
     async fn cycle(&self) -> Result<()> {
         if self.platform().now_ms() >= self.next_sweep_at.get() {
             self.recover_round().await?;
@@ -1285,7 +1281,6 @@ impl<P: Platform> Run<'_, P> {
                 }
             }
             if !settle || self.aborted() {
-                self.lost.set(0);
                 return Ok(());
             }
             let released = self.progress.borrow().released;
@@ -1325,7 +1320,6 @@ pub async fn consume<P: Platform>(
         seen: RefCell::new(Vec::new()),
         busy: RefCell::new(Vec::new()),
         handled: RefCell::new(Vec::new()),
-        lost: Cell::new(0),
         next_sweep_at: Cell::new(0.0),
         sweeping: Cell::new(false),
     };
