@@ -817,10 +817,12 @@ impl<P: Platform + Clone> Fleet<P> {
             signed: false,
             liveness: None,
             hold_ms: s.holds.hold_ms,
-            // The lease holder is the portal's only consumer: a reservation nobody journaled is
-            // its own lost answer or an earlier holder's (fenced out, or dead). Released once
-            // an earlier holder's lease has surely run out and a late answer surely timed out.
-            unknown_ms: (s.lease_ms + s.timeout_ms).min(s.holds.hold_ms),
+            // The lease holder is the portal's only consumer, and every batch is journaled (under
+            // the lease's fence) before a handler sees it: a reservation nobody journaled is a
+            // lost answer, its own or an earlier holder's, and no handler ever had it. Released
+            // once an answer still in flight has surely arrived or timed out, and the journal
+            // write after it too (a request timeout each), so it cannot be delivered twice.
+            unknown_ms: (2.0 * s.timeout_ms).min(s.holds.hold_ms),
             handle_ms: s.holds.handle_ms(s.timeout_ms),
         };
         let gated = Gated {
