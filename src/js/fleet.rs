@@ -82,9 +82,9 @@ export interface FleetOptions extends Omit<ConsumeOptions, 'poll' | 'signal' | '
   /** Portals (hosts or '*.' suffixes) whose own origin is their OAuth server: box editions
    *  that do not use the cloud's. An explicit opt-in per portal (default: none). */
   portalOAuth?: string | string[];
-  /** Installs not yet proven, per time (default { burst: 20, perSec: 1 }): each costs one
+  /** Installs not yet proven, per time (default { burst: 20, drainPerSec: 1 }): each costs one
    *  request to the OAuth server; beyond it an install is refused with INSTALL_LIMITED. */
-  installRate?: { burst: number; perSec: number };
+  installRate?: { burst: number; drainPerSec: number };
   /** The most live portals (default 100000); a new one beyond is refused with PORTAL_LIMIT. */
   maxPortals?: number;
   /** Plain http to loopback portals (the local emulator). */

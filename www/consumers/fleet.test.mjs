@@ -296,7 +296,7 @@ test('forged installs reach no host they name, never see the secret, and cannot 
   let fleet;
   const app = await serve({ install: (b) => fleet.install(b), uninstall: (b) => fleet.uninstall(b), signal: (b) => fleet.signal(b) });
   cleanup.push(() => app.close());
-  fleet = new Fleet(options(app.url, { store: new FileStore(dir), installRate: { burst: 5, perSec: 1 } }));
+  fleet = new Fleet(options(app.url, { store: new FileStore(dir), installRate: { burst: 5, drainPerSec: 1 } }));
   const forged = (member, client, server, refresh = 'stolen-or-made-up') => new URLSearchParams({
     event: 'ONAPPINSTALL', 'auth[domain]': client, 'auth[access_token]': 'a', 'auth[refresh_token]': refresh,
     'auth[expires_in]': '3600', 'auth[server_endpoint]': `http://${server}/rest/`, 'auth[client_endpoint]': `http://${client}/rest/`,

@@ -55,33 +55,36 @@ pub const INSTALL_RATE: RateLimit = RateLimit {
 /// The default `maxPortals`.
 pub const MAX_PORTALS: usize = 100_000;
 
-/// `installRate`: `{ burst, perSec }`.
+/// `installRate`: `{ burst, drainPerSec }`, as a custom `plan`.
 fn install_rate(given: &impl Given) -> Result<RateLimit> {
     let bad = || {
         B24Error::invalid(
             "installRate",
-            "must be { burst: 1..10000, perSec: > 0 up to 1000 }",
+            "must be { burst: 1..10000, drainPerSec: > 0 up to 1000 }",
         )
     };
     match given.tree("installRate").map_err(|_| bad())? {
-        None | Some(Tree::Null) => return Ok(INSTALL_RATE),
-        Some(Tree::Map(_)) => {}
-        Some(_) => return Err(bad()),
+        None | Some(Tree::Null) => Ok(INSTALL_RATE),
+        Some(Tree::Map(_)) => rate(&given.nested("installRate").ok_or_else(bad)?, bad),
+        Some(_) => Err(bad()),
     }
-    let r = given.nested("installRate").ok_or_else(bad)?;
+}
+
+/// `{ burst, drainPerSec }` (a custom `plan`, `installRate`), `bad()` for anything else.
+fn rate(r: &impl Given, bad: impl Fn() -> B24Error) -> Result<RateLimit> {
     let burst = r
         .number("burst")
         .map_err(|_| bad())?
         .filter(|b| *b >= 1.0 && *b <= 10_000.0)
-        .ok_or_else(bad)?;
-    let per_sec = r
-        .number("perSec")
+        .ok_or_else(&bad)?;
+    let drain = r
+        .number("drainPerSec")
         .map_err(|_| bad())?
         .filter(|d| *d > 0.0 && *d <= 1_000.0)
-        .ok_or_else(bad)?;
+        .ok_or_else(&bad)?;
     Ok(RateLimit {
         burst,
-        drain_per_sec: per_sec,
+        drain_per_sec: drain,
     })
 }
 
@@ -113,20 +116,7 @@ pub fn plan(given: &impl Given) -> Result<Option<RateLimit>> {
         )
     };
     if let Some(p) = given.nested("plan") {
-        let burst = p
-            .number("burst")
-            .map_err(|_| bad())?
-            .filter(|b| *b >= 1.0 && *b <= 10_000.0)
-            .ok_or_else(bad)?;
-        let drain = p
-            .number("drainPerSec")
-            .map_err(|_| bad())?
-            .filter(|d| *d > 0.0 && *d <= 1_000.0)
-            .ok_or_else(bad)?;
-        return Ok(Some(RateLimit {
-            burst,
-            drain_per_sec: drain,
-        }));
+        return rate(&p, bad).map(Some);
     }
     match given.text("plan").map_err(|_| bad())?.as_deref() {
         None => Ok(None),
@@ -382,7 +372,7 @@ mod tests {
                 "oauthServers",
             ),
             (
-                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "installRate": { "burst": 0, "perSec": 1 } }),
+                json!({ "oauth": { "clientId": "a", "clientSecret": "s" }, "installRate": { "burst": 0, "drainPerSec": 1 } }),
                 "installRate",
             ),
             (
