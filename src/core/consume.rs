@@ -201,6 +201,10 @@ pub struct Progress {
     /// Reservations of unknown owner (a lost answer's, another consumer's) seen at the last
     /// sweep and not yet old enough to release: released at the sweep when the oldest is due.
     pub waiting: u64,
+    /// How old the oldest change of the latest batch was when it was handed over (the portal's
+    /// `TIMESTAMP_X` against this machine's clock, so clock skew counts), 0 once both queues
+    /// were found empty: the consumer's lag.
+    pub lag_ms: Option<f64>,
     /// "empty" (nothing left to do), "aborted" (the signal), "stopped" (a fleet's graceful stop).
     pub stopped: &'static str,
 }
@@ -746,6 +750,13 @@ impl<P: Platform> Run<'_, P> {
             } else {
                 p.reserved += n;
             }
+            let now = self.platform().now_ms();
+            let oldest = batch
+                .events
+                .iter()
+                .filter_map(|e| super::time::parse_iso_ms(&e.timestamp))
+                .fold(now, f64::min);
+            p.lag_ms = Some(now - oldest);
             // A row handed over again from the error queue is a deliberate retry, not a duplicate.
             if !batch.error {
                 let mut seen = self.seen.borrow_mut();
@@ -1127,6 +1138,8 @@ impl<P: Platform> Run<'_, P> {
                 break Err(e);
             }
             if idle && gets.len() == both.len() {
+                // Both queues empty: nothing waits (what is reserved is in hand or waiting).
+                self.progress.borrow_mut().lag_ms = Some(0.0);
                 break Ok(());
             }
         };
@@ -1364,17 +1377,8 @@ pub async fn consume<P: Platform>(
             first
         };
         // No later than the next sweep that is due (a reservation of unknown owner stranded).
-        let until_sweep = run.next_sweep_at.get() - flow.queue.client.platform.now_ms();
-        let sleep = flow
-            .queue
-            .client
-            .platform
-            .sleep(delay.min(until_sweep.max(0.0)), signal);
-        let woken = match alarm {
-            Some(a) => race(sleep, a.rung()).await,
-            None => Either::Left(sleep.await),
-        };
-        if matches!(woken, Either::Left(Err(_))) {
+        let until_sweep = run.next_sweep_at.get() - run.platform().now_ms();
+        if !run.pause(delay.min(until_sweep.max(0.0))).await {
             break;
         }
     }

@@ -178,6 +178,7 @@ impl<D> ToOut<D> for Progress {
             ("timedOut", n(self.timed_out)),
             ("errors", n(self.errors)),
             ("waiting", n(self.waiting)),
+            ("lagMs", self.lag_ms.and_then(num)),
             ("stopped", text(self.stopped)),
         ])
     }

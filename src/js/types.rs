@@ -329,6 +329,9 @@ export interface ConsumeProgress {
   /** Reservations of unknown owner (a lost answer's, another consumer's) waiting to count as
    *  stranded; released at the sweep due when the oldest does. */
   waiting: number;
+  /** How old the oldest change of the latest batch was when it was handed over (the portal's
+   *  TIMESTAMP_X against this machine's clock), 0 once both queues were found empty. */
+  lagMs?: number;
 }
 export interface ConsumeSummary extends ConsumeProgress { stopped: 'empty' | 'aborted' | 'stopped' }
 
