@@ -132,7 +132,7 @@ pub fn member_id(v: Option<&str>) -> Result<String> {
 }
 
 /// `scheme://host/path` split, for endpoints (no query, no credentials).
-fn endpoint(url: &str, allow_http: bool, what: &str) -> Result<(Origin, String)> {
+pub(super) fn endpoint(url: &str, allow_http: bool, what: &str) -> Result<(Origin, String)> {
     let bad = || invalid(&concat(&[what, " is not an https URL of a host"]));
     let scheme_end = url.find("://").ok_or_else(bad)?;
     let rest = url.get(scheme_end + 3..).ok_or_else(bad)?;

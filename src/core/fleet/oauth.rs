@@ -22,7 +22,7 @@ use super::super::joint::LocalBoxFuture;
 use super::super::origin::Origin;
 use super::super::platform::{HttpRequest, Platform, TransportError};
 use super::super::read::tree;
-use super::install::{member_id, Trust, MAX_EXPIRES_IN_S};
+use super::install::{endpoint, member_id, Trust, MAX_EXPIRES_IN_S};
 use super::record::Record;
 use super::store::FleetStore;
 use crate::core::text::concat;
@@ -50,7 +50,7 @@ pub const MIN_REFRESH_LEASE_MS: f64 = 30_000.0;
 /// How often a worker waiting for another's refresh looks at the store again.
 const REFRESH_POLL_MS: f64 = 200.0;
 /// Tries of one compare-and-swap over a record that other writers keep changing.
-const SWAP_TRIES: usize = 8;
+pub const SWAP_TRIES: usize = 8;
 
 /// A refresh lease outlives the exchange made under it: the exchange's own timeout twice over
 /// (the request, and the store writes around it), plus a margin.
@@ -210,20 +210,10 @@ pub fn read_grant(status: u16, body: Option<&Tree>, allow_http: bool) -> Result<
     })
 }
 
-/// The origin of a portal's REST endpoint (`https://HOST/rest/`).
-fn portal_of(endpoint: &str, allow_http: bool) -> Option<Origin> {
-    let (base, path) = match endpoint.find("://") {
-        Some(i) => {
-            let after = endpoint.get(i + 3..)?;
-            let slash = after.find('/').unwrap_or(after.len());
-            (endpoint.get(..i + 3 + slash)?, after.get(slash..)?)
-        }
-        None => return None,
-    };
-    if path != "/rest/" && path != "/rest" {
-        return None;
-    }
-    Origin::parse(base, allow_http).ok()
+/// The origin of a portal's REST endpoint (`https://HOST/rest/`), read as an install's is.
+fn portal_of(url: &str, allow_http: bool) -> Option<Origin> {
+    let (origin, path) = endpoint(url, allow_http, "client_endpoint").ok()?;
+    (path == "/rest/" || path == "/rest").then_some(origin)
 }
 
 /// The longest answer read from an OAuth server (its answers are a few hundred bytes).
@@ -374,16 +364,14 @@ impl<P: Platform + Clone> PortalTokens<P> {
         }
         let key = record_key(&me.prefix, &me.member_id);
         let lease = refresh_lease(&me.prefix, &me.member_id);
-        let ttl = refresh_lease_ms(me.timeout_ms);
-        let give_up = me.platform.now_ms() + ttl + me.timeout_ms;
+        let give_up = me.platform.now_ms() + refresh_lease_ms(me.timeout_ms) + me.timeout_ms;
         loop {
             let record = me.current().await?;
             if record.generation > me.seen.get() {
                 return Ok(me.hand_out(&record));
             }
-            let now = me.platform.now_ms();
-            let Some(fence) = me.store.lease(&lease, &me.worker, ttl, now).await? else {
-                if now > give_up {
+            let Some(fence) = me.hold_refresh().await? else {
+                if me.platform.now_ms() > give_up {
                     return Err(failed(
                         "another worker held the portal's refresh for too long",
                     ));
@@ -424,6 +412,47 @@ impl<P: Platform + Clone> Inner<P> {
         }
     }
 
+    /// Takes or renews this worker's lease on the portal's refresh: its fence, `None` while
+    /// another worker holds it.
+    async fn hold_refresh(&self) -> Result<Option<u64>> {
+        let lease = refresh_lease(&self.prefix, &self.member_id);
+        let now = self.platform.now_ms();
+        self.store
+            .lease(&lease, &self.worker, refresh_lease_ms(self.timeout_ms), now)
+            .await
+    }
+
+    /// One exchange of `refresh` at the record's OAuth server (checked against the trust again:
+    /// the record came from a store). A pair for another portal is refused; a good one is kept
+    /// (used from memory, its write tried now and retried later) and handed out.
+    async fn spend(&self, record: &Record, refresh: &str, replaces: String) -> Result<Token> {
+        let oauth = self.oauth(record)?;
+        self.exchanges.set(self.exchanges.get() + 1);
+        let grant = exchange(
+            &self.platform,
+            &self.app,
+            &oauth,
+            refresh,
+            self.trust.allow_http,
+            self.timeout_ms,
+        )
+        .await?;
+        if grant
+            .member_id
+            .as_ref()
+            .is_some_and(|m| *m != record.member_id)
+        {
+            return Err(failed("the OAuth server answered for another portal"));
+        }
+        let token = self.keep(record, grant, replaces);
+        let p = self.pending.borrow().clone();
+        if let Some(p) = p {
+            // A failed write is retried later; the pair is used meanwhile.
+            let _ = self.save(&p).await;
+        }
+        Ok(token)
+    }
+
     fn oauth(&self, record: &Record) -> Result<Origin> {
         self.trust
             .oauth_server(Some(&record.server_endpoint), &record.origin)
@@ -441,42 +470,11 @@ impl<P: Platform + Clone> Inner<P> {
             return Ok(self.hand_out(&record));
         }
         let spent = record.refresh_token.clone();
-        let oauth = self.oauth(&record)?;
-        self.exchanges.set(self.exchanges.get() + 1);
-        let outcome = exchange(
-            &self.platform,
-            &self.app,
-            &oauth,
-            &spent,
-            self.trust.allow_http,
-            self.timeout_ms,
-        )
-        .await;
-        match outcome {
-            Ok(grant)
-                if grant
-                    .member_id
-                    .as_ref()
-                    .is_some_and(|m| *m != record.member_id) =>
-            {
-                Err(failed("the OAuth server answered for another portal"))
-            }
-            Ok(grant) => {
-                let token = self.keep(&record, grant, spent);
-                let p = self.pending.borrow().clone();
-                if let Some(p) = p {
-                    // A failed write is retried later; the pair is used meanwhile.
-                    let _ = self.save(&p).await;
-                }
-                Ok(token)
-            }
+        match self.spend(&record, &spent, spent.clone()).await {
             Err(e) if e.code == code::INVALID_GRANT => {
                 // Dead, unless another exchange may still be in flight (this worker's lease on
                 // the refresh ran out and someone took it) or the stored pair moved on.
-                let now = self.platform.now_ms();
-                let lease = refresh_lease(&self.prefix, &self.member_id);
-                let ttl = refresh_lease_ms(self.timeout_ms);
-                if self.store.lease(&lease, &self.worker, ttl, now).await? != Some(fence) {
+                if self.hold_refresh().await? != Some(fence) {
                     return Err(failed(
                         "the refresh token was refused after this worker's refresh lease ran out; not stopping the portal",
                     ));
@@ -502,7 +500,7 @@ impl<P: Platform + Clone> Inner<P> {
                     }
                 }
             }
-            Err(e) => Err(e),
+            outcome => outcome,
         }
     }
 
@@ -532,36 +530,12 @@ impl<P: Platform + Clone> Inner<P> {
     /// An unsaved pair whose access token was used up: its refresh token is exchanged (this
     /// worker kept the refresh lease for it).
     async fn exchange_pending(&self, record: &Record, p: &Pending) -> Result<Token> {
-        let lease = refresh_lease(&self.prefix, &self.member_id);
-        let now = self.platform.now_ms();
-        let ttl = refresh_lease_ms(self.timeout_ms);
-        if self
-            .store
-            .lease(&lease, &self.worker, ttl, now)
-            .await?
-            .is_none()
-        {
+        if self.hold_refresh().await?.is_none() {
             return Err(failed(
                 "the portal's refresh lease passed to another worker while a pair was unsaved",
             ));
         }
-        let oauth = self.oauth(record)?;
-        self.exchanges.set(self.exchanges.get() + 1);
-        let grant = exchange(
-            &self.platform,
-            &self.app,
-            &oauth,
-            &p.refresh,
-            self.trust.allow_http,
-            self.timeout_ms,
-        )
-        .await?;
-        let token = self.keep(record, grant, p.replaces.clone());
-        let next = self.pending.borrow().clone();
-        if let Some(next) = next {
-            let _ = self.save(&next).await;
-        }
-        Ok(token)
+        self.spend(record, &p.refresh, p.replaces.clone()).await
     }
 
     /// Writes a pending pair over the refresh token it replaces; a stop that a racing exchange
@@ -590,9 +564,7 @@ impl<P: Platform + Clone> Inner<P> {
         let outcome = match written {
             Err(e) => {
                 // Kept: the lease keeps others from spending the stored (already spent) token.
-                let now = self.platform.now_ms();
-                let ttl = refresh_lease_ms(self.timeout_ms);
-                let _ = self.store.lease(&lease, &self.worker, ttl, now).await;
+                let _ = self.hold_refresh().await;
                 return Err(e);
             }
             Ok(None) => Err(B24Error::new(

@@ -21,7 +21,9 @@ use super::super::offline::Queue;
 use super::super::platform::{Context, Level, Platform};
 use super::super::signal::{field, verify};
 use super::install::{member_id, Install, Uninstall};
-use super::oauth::{change_record, exchange, live_key, read_record, record_key, PortalTokens};
+use super::oauth::{
+    change_record, exchange, live_key, read_record, record_key, PortalTokens, SWAP_TRIES,
+};
 use super::record::Record;
 use super::settings::Settings;
 use super::store::{Fenced, FleetStore};
@@ -207,8 +209,8 @@ impl<P: Platform + Clone> Fleet<P> {
         let s = &me.settings;
         let install = Install::read(payload, &s.trust)?;
         let key = record_key(&s.prefix, &install.member_id);
-        let known = read_record(&*me.store, &key).await?;
-        let live = known.as_ref().is_some_and(|(_, r)| r.stopped.is_none());
+        let before = read_record(&*me.store, &key).await?;
+        let live = before.as_ref().is_some_and(|(_, r)| r.stopped.is_none());
         if !live {
             let count = me.store.keys(&concat(&[&s.prefix, "live/"])).await?.len();
             if count >= s.max_portals {
@@ -277,7 +279,7 @@ impl<P: Platform + Clone> Fleet<P> {
             None => false,
         };
         let mut stored = None;
-        for _ in 0..8 {
+        for _ in 0..SWAP_TRIES {
             let now_known = read_record(&*me.store, &key).await?;
             let mut next = record.clone();
             if let Some((_, old)) = &now_known {
@@ -331,7 +333,7 @@ impl<P: Platform + Clone> Fleet<P> {
         let u = Uninstall::read(payload)?;
         let key = record_key(&s.prefix, &u.member_id);
         let mut deleted = false;
-        for _ in 0..8 {
+        for _ in 0..SWAP_TRIES {
             let Some((text, record)) = read_record(&*me.store, &key).await? else {
                 return Err(invalid("no such portal in the store"));
             };
