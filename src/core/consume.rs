@@ -1094,7 +1094,8 @@ impl<P: Platform> Run<'_, P> {
                         .config
                         .retry
                         .backoff_ms(failures.min(6), self.platform().random());
-                    if self.platform().sleep(delay, self.signal).await.is_err() {
+                    // Like every wait of a run, ended by wake(), a graceful stop or an abort.
+                    if !self.pause(delay).await {
                         break Ok(());
                     }
                     continue;
